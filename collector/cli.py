@@ -1,0 +1,222 @@
+"""The ``shoseki`` command.
+
+Exit codes: 0 all good; 1 the command ran but something needs attention (a run not complete,
+a verification problem, a failing check); 2 the configuration or the command line is wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from collector.config import ConfigError, LoadedConfig, default_config_path, load_config
+from evidence.vault import AlreadyRunning, Vault
+
+log = logging.getLogger("shoseki")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("googleapiclient", "urllib3", "botocore", "boto3", "msal"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _load(ctx: click.Context) -> LoadedConfig:
+    path = ctx.obj["config_path"]
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(f"configuration error ({len(exc.problems)}):", err=True)
+        for p in exc.problems:
+            click.echo(f"  {p}", err=True)
+        ctx.exit(2)
+        raise  # unreachable; ctx.exit raises
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="Main config file (default ./config/shoseki.toml or $SHOSEKI_CONFIG).")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
+@click.version_option(package_name="shoseki")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
+    """shoseki (証跡): sealed, verifiable permission snapshots for audits."""
+    ctx.ensure_object(dict)
+    ctx.obj["config_path"] = config_path or default_config_path()
+    ctx.obj["verbose"] = verbose
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.argument("ids", nargs=-1)
+@click.option("--progress/--no-progress", default=None, help="Live progress line (default: on a terminal).")
+@click.pass_context
+def collect(ctx: click.Context, ids: tuple[str, ...], progress: bool | None) -> None:
+    """Run connectors once (all enabled ones, or the IDS given) and seal their bags."""
+    from collector.progress import ProgressPrinter
+    from collector.runner import load_signing_key, open_vault, publish_public_key, recover, run_connector
+
+    config = _load(ctx)
+    try:
+        entries = [config.connector(i) for i in ids] if ids else [c for c in config.connectors if c.enabled]
+    except KeyError as exc:
+        click.echo(f"error: {exc.args[0]}", err=True)
+        ctx.exit(2)
+    if not entries:
+        click.echo(f"no connectors configured: add a file under {config.path.parent / 'connectors'}/", err=True)
+        ctx.exit(2)
+    vault = open_vault(config)
+    for r in recover(vault):
+        click.echo(f"recovered: {r}", err=True)
+    signing_key = _signing_key_or_exit(ctx, config, load_signing_key)
+    publish_public_key(vault, signing_key)
+    printer = ProgressPrinter(sys.stderr, live=progress if progress is not None else sys.stderr.isatty())
+    worst = 0
+    for entry in entries:
+        try:
+            outcome = run_connector(config, entry, progress=printer.update, signing_key=signing_key)
+        except AlreadyRunning:
+            click.echo(f"{entry.id}: skipped, a collection of it is already running", err=True)
+            worst = max(worst, 1)
+            continue
+        printer.finish(entry.id)
+        click.echo(f"{entry.id}: {outcome.status} -> {outcome.bag.path if outcome.bag else '-'}")
+        for reason in outcome.reasons:
+            click.echo(f"    {reason}")
+        if outcome.status != "complete":
+            worst = max(worst, 1)
+    ctx.exit(worst)
+
+
+def _signing_key_or_exit(ctx, config, loader):
+    from evidence.signing import SigningError
+
+    try:
+        return loader(config)
+    except SigningError as exc:
+        click.echo(f"signing key: {exc}", err=True)
+        ctx.exit(2)
+
+
+@main.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Validate the configuration and run every connector's check()."""
+    config = _load(ctx)
+    click.echo(f"configuration OK: {config.path} ({len(config.connectors)} connector(s))")
+    failing = 0
+    for entry in config.connectors:
+        try:
+            cls = entry.cls
+            connector = cls(entry.config, cls.make_clients(entry.config))
+            result = connector.check()
+        except Exception as exc:  # a bad connector fails alone
+            click.echo(f"[FAIL] {entry.id} ({entry.type}): {type(exc).__name__}: {exc}")
+            failing += 1
+            continue
+        mark = "OK  " if result.ok else "FAIL"
+        click.echo(f"[{mark}] {entry.id} ({entry.type})")
+        for item in result.items:
+            click.echo(f"         {'ok ' if item.ok else 'NG '} {item.name}{': ' + item.detail if item.detail else ''}")
+        failing += 0 if result.ok else 1
+    ctx.exit(1 if failing else 0)
+
+
+@main.command()
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--public-key", type=click.Path(path_type=Path, exists=True), help="minisign public key (default: the vault's minisign.pub).")
+@click.pass_context
+def verify(ctx: click.Context, path: Path | None, public_key: Path | None) -> None:
+    """Verify a vault (manifests, signatures, chains, ledger) or a single bag."""
+    from evidence.verify import load_public_key, verify_bag, verify_vault
+
+    if path is None:
+        path = _load(ctx).vault_path
+    if not path.exists():
+        click.echo(f"not found: {path}", err=True)
+        ctx.exit(2)
+    if (path / "bagit.txt").exists():
+        key_path = public_key or _find_vault_key(path)
+        report = verify_bag(path, label=str(path), public_key=load_public_key(key_path))
+    else:
+        report = verify_vault(Vault(path), public_key_path=public_key)
+    for p in report.problems:
+        click.echo(f"PROBLEM  {p.describe()}")
+    summary = f"{report.bags} bag(s), {report.files} payload file(s), {report.bytes:,} bytes checked"
+    if report.ok:
+        click.echo(f"OK: {summary}; no problems found.")
+    else:
+        click.echo(f"FAILED: {len(report.problems)} problem(s) in {summary}.")
+    ctx.exit(0 if report.ok else 1)
+
+
+def _find_vault_key(bag: Path) -> Path | None:
+    for parent in bag.resolve().parents:
+        if (parent / "minisign.pub").exists():
+            return parent / "minisign.pub"
+    return None
+
+
+@main.command()
+@click.pass_context
+def reindex(ctx: click.Context) -> None:
+    """Rebuild the run catalogue (.state/catalog.json) from the vault."""
+    from collector.state import rebuild
+
+    config = _load(ctx)
+    runs, cursors = rebuild(Vault(config.vault_path).ensure())
+    click.echo(f"catalogue rebuilt: {runs} run(s), {cursors} cursor(s)")
+
+
+@main.command()
+@click.option("--secret-key", "secret_path", type=click.Path(path_type=Path), default=Path("minisign.key"), show_default=True)
+@click.option("--public-key", "public_path", type=click.Path(path_type=Path), default=Path("minisign.pub"), show_default=True)
+def keygen(secret_path: Path, public_path: Path) -> None:
+    """Make an Ed25519 signing key pair in minisign format (the secret key is not password-protected)."""
+    from evidence.signing import SigningError, write_keypair
+
+    try:
+        secret, public = write_keypair(secret_path, public_path)
+    except (SigningError, FileExistsError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"secret key: {secret_path} (mode 0600; set [vault] signing_key to this path)")
+    click.echo(f"public key: {public_path} (key id {public.key_id_hex}; give it to your auditor)")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(path_type=Path), default=Path("config"))
+def init(directory: Path) -> None:
+    """Write a commented starter configuration into DIRECTORY."""
+    from collector.starter import write_starter_config
+
+    try:
+        written = write_starter_config(directory)
+    except FileExistsError as exc:
+        click.echo(f"error: {exc} already exists; nothing was written", err=True)
+        sys.exit(2)
+    for p in written:
+        click.echo(f"wrote {p}")
+
+
+@main.command()
+@click.option("--dir", "workdir", type=click.Path(path_type=Path), default=Path("shoseki-demo"), show_default=True,
+              help="Where the sample data, config and keys go.")
+@click.option("--vault", "vault_path", type=click.Path(path_type=Path), default=Path("vault"), show_default=True)
+def demo(workdir: Path, vault_path: Path) -> None:
+    """Build a sample organisation, collect it into ./vault, verify it, and say where to look."""
+    from collector.demo import run_demo
+
+    sys.exit(run_demo(workdir, vault_path, echo=click.echo))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

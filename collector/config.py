@@ -1,0 +1,415 @@
+"""Configuration: one main TOML file plus one file per connector in ``connectors/`` beside it.
+
+Everything is validated once, at load, into frozen models; nothing downstream re-reads TOML.
+Every problem becomes a :class:`ConfigProblem` naming the file, the line where it can be found,
+and the key path (``connector[0].roots[1]``); :class:`ConfigError` carries all of them, so an
+admin fixes a file in one pass instead of one error at a time.
+
+Secrets are never inline: a key that looks like a secret (``client_secret``, ``password`` …) is
+refused with the spelling to use instead (``client_secret_file`` or ``client_secret_env``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from connectors import UnknownConnectorType, connector_class
+from connectors.base import ConfigPath, Connector, ConnectorConfig, Organization
+from evidence.model import canonical_json
+
+DEFAULT_CONFIG = Path("config/shoseki.toml")
+COMMON_CONNECTOR_KEYS = ("id", "type", "enabled", "schedule", "max_age", "description")
+_SECRET_KEY = re.compile(
+    r"(^|_)(secret|password|passphrase|private_key|api_key|access_key|secret_access_key|token)$"
+)
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    file: Path
+    keypath: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else f"{self.file}"
+        return f"{where}: {self.keypath}: {self.message}" if self.keypath else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """One or more problems in the configuration; ``str()`` lists each on its own line."""
+
+    def __init__(self, problems: list[ConfigProblem]):
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"'{text}' is not a duration such as 90m, 26h, 7d or 2w")
+    n, unit = int(match.group(1)), match.group(2)
+    return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]: n})
+
+
+def validate_crontab(expr: str, tz: str = "UTC") -> str:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(expr, timezone=tz)
+    except ValueError as exc:
+        raise ValueError(f"'{expr}' is not a valid crontab expression ({exc})") from None
+    return expr
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OrganizationConfig(_Model):
+    name: str = Field(min_length=1)
+    domains: tuple[str, ...] = ()
+    timezone: str = Field(default_factory=lambda: _system_timezone())
+    language: Literal["ja", "en"] = "ja"
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for d in value:
+            d = d.strip().lower().rstrip(".")
+            if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", d):
+                raise ValueError(f"'{d}' is not a domain name")
+            out.append(d)
+        return tuple(out)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{value}' (use an IANA name such as Asia/Tokyo)") from None
+        return value
+
+
+class VaultConfig(_Model):
+    path: ConfigPath
+    signing_key: ConfigPath | None = None
+
+
+class DefaultsConfig(_Model):
+    schedule: str = "0 3 * * *"
+    max_age: str = "26h"
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        return validate_crontab(value)
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class MainConfig(_Model):
+    organization: OrganizationConfig
+    vault: VaultConfig
+    defaults: DefaultsConfig = DefaultsConfig()
+
+
+@dataclass(frozen=True)
+class ConnectorEntry:
+    """One configured connector instance."""
+
+    id: str
+    type: str
+    schedule: str
+    max_age: timedelta
+    enabled: bool
+    description: str
+    config: ConnectorConfig
+    source_file: Path
+    index: int
+
+    @property
+    def cls(self) -> type[Connector]:
+        return connector_class(self.type)
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical settings (secrets are references, so none are inside)."""
+        body = {
+            "id": self.id,
+            "type": self.type,
+            "schedule": self.schedule,
+            "max_age_seconds": int(self.max_age.total_seconds()),
+            "config": self.config.model_dump(mode="json"),
+        }
+        return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+    def settings(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, **self.config.model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    path: Path
+    main: MainConfig
+    connectors: tuple[ConnectorEntry, ...] = field(default_factory=tuple)
+
+    @property
+    def organization(self) -> Organization:
+        o = self.main.organization
+        return Organization(name=o.name, domains=o.domains, timezone=o.timezone)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.main.organization.timezone)
+
+    @property
+    def vault_path(self) -> Path:
+        return self.main.vault.path
+
+    def connector(self, connector_id: str) -> ConnectorEntry:
+        for c in self.connectors:
+            if c.id == connector_id:
+                return c
+        known = ", ".join(c.id for c in self.connectors) or "none"
+        raise KeyError(f"no connector with id '{connector_id}' (configured: {known})")
+
+
+def _system_timezone() -> str:
+    tz = os.environ.get("TZ")
+    if tz:
+        return tz
+    try:
+        link = os.readlink("/etc/localtime")
+        return link.split("zoneinfo/", 1)[1]
+    except (OSError, IndexError):
+        return "UTC"
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("SHOSEKI_CONFIG") or DEFAULT_CONFIG)
+
+
+# -- locating a key in the file, for line numbers ---------------------------------------------
+
+
+def _find_line(text: str, keypath: tuple[Any, ...], *, array_table: str | None = None) -> int | None:
+    """Best effort: the line of ``keypath`` in ``text`` (1-based), else of its nearest parent."""
+    lines = text.splitlines()
+    start, end = 0, len(lines)
+    parts = list(keypath)
+    if array_table is not None and parts and isinstance(parts[0], int):
+        index = parts.pop(0)
+        headers = [i for i, l in enumerate(lines) if l.strip() == f"[[{array_table}]]"]
+        if index >= len(headers):
+            return None
+        start = headers[index]
+        end = headers[index + 1] if index + 1 < len(headers) else len(lines)
+        found = start + 1
+    else:
+        found = None
+    for part in parts:
+        if isinstance(part, int):
+            continue
+        table = re.compile(rf"^\s*\[{re.escape(str(part))}\]\s*$")
+        key = re.compile(rf"^\s*{re.escape(str(part))}\s*=")
+        for i in range(start, end):
+            if table.match(lines[i]) or key.match(lines[i]):
+                found = i + 1
+                start = i
+                break
+        else:
+            break
+    return found
+
+
+def _format_loc(prefix: str, loc: tuple[Any, ...]) -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _pydantic_problems(
+    exc: ValidationError, file: Path, text: str, prefix: str, prefix_loc: tuple[Any, ...]
+) -> list[ConfigProblem]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        msg = msg.removeprefix("Value error, ")
+        line = _find_line(text, prefix_loc + loc, array_table="connector" if prefix_loc else None)
+        problems.append(ConfigProblem(file, _format_loc(prefix, loc), msg, line))
+    return problems
+
+
+def _secret_keys(table: Any, loc: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = []
+    if isinstance(table, dict):
+        for k, v in table.items():
+            if _SECRET_KEY.search(k) and not isinstance(v, (dict, bool)):
+                found.append(loc + (k,))
+            found += _secret_keys(v, loc + (k,))
+    elif isinstance(table, list):
+        for i, v in enumerate(table):
+            found += _secret_keys(v, loc + (i,))
+    return found
+
+
+def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem(path, "", "file not found")]) from None
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(path, "", f"cannot read: {exc.strerror}")]) from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(
+            [ConfigProblem(path, "", f"not valid TOML: {exc}", int(m.group(1)) if m else None)]
+        ) from None
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def load_config(path: Path | str | None = None) -> LoadedConfig:
+    """Load and validate everything; raise :class:`ConfigError` listing every problem found."""
+    path = Path(path) if path is not None else default_config_path()
+    data, text = _read_toml(path)
+    config_dir = path.resolve().parent
+    problems: list[ConfigProblem] = []
+    if "connector" in data:
+        problems.append(
+            ConfigProblem(path, "connector", "connectors go in files under connectors/ beside this file", _find_line(text, ("connector",)))
+        )
+        data = {k: v for k, v in data.items() if k != "connector"}
+    main: MainConfig | None = None
+    try:
+        main = MainConfig.model_validate(data, context={"config_dir": config_dir})
+    except ValidationError as exc:
+        problems += _pydantic_problems(exc, path, text, "", ())
+    if main is not None and main.vault.signing_key is not None and not main.vault.signing_key.is_file():
+        problems.append(
+            ConfigProblem(path, "vault.signing_key", f"file not found: {main.vault.signing_key}", _find_line(text, ("vault", "signing_key")))
+        )
+
+    entries: list[ConnectorEntry] = []
+    seen: dict[str, Path] = {}
+    connectors_dir = config_dir / "connectors"
+    files = sorted(connectors_dir.glob("*.toml")) if connectors_dir.is_dir() else []
+    for file in files:
+        try:
+            cdata, ctext = _read_toml(file)
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
+        file_entries, file_problems = _load_connector_file(file, cdata, ctext, main, config_dir)
+        problems += file_problems
+        for e in file_entries:
+            if e.id in seen:
+                problems.append(
+                    ConfigProblem(file, f"connector[{e.index}].id", f"id '{e.id}' is already used in {seen[e.id]}", _find_line(ctext, (e.index, "id"), array_table="connector"))
+                )
+            else:
+                seen[e.id] = file
+                entries.append(e)
+    if problems:
+        raise ConfigError(problems)
+    assert main is not None
+    return LoadedConfig(path=path, main=main, connectors=tuple(entries))
+
+
+def _load_connector_file(
+    file: Path, data: dict[str, Any], text: str, main: MainConfig | None, config_dir: Path
+) -> tuple[list[ConnectorEntry], list[ConfigProblem]]:
+    problems: list[ConfigProblem] = []
+    entries: list[ConnectorEntry] = []
+    extra = [k for k in data if k != "connector"]
+    for k in extra:
+        problems.append(ConfigProblem(file, k, "unknown key (a connector file holds [[connector]] tables)", _find_line(text, (k,))))
+    tables = data.get("connector", [])
+    if not isinstance(tables, list):
+        return entries, problems + [ConfigProblem(file, "connector", "write connectors as [[connector]] tables", _find_line(text, ("connector",)))]
+    tz = main.organization.timezone if main else "UTC"
+    for i, table in enumerate(tables):
+        def problem(key: str | tuple[Any, ...], message: str) -> ConfigProblem:
+            keys = (key,) if isinstance(key, str) else key
+            return ConfigProblem(file, _format_loc(f"connector[{i}]", keys), message, _find_line(text, (i, *keys), array_table="connector"))
+
+        before = len(problems)
+        secret_locs = _secret_keys(table)
+        for loc in secret_locs:
+            problems.append(
+                problem(loc, f"inline secrets are refused: put the secret in a file and set {loc[-1]}_file = \"PATH\", or name an environment variable with {loc[-1]}_env = \"NAME\"")
+            )
+        cid = table.get("id")
+        if not isinstance(cid, str) or not _ID.match(cid):
+            problems.append(problem("id", "required: lower-case letters, digits and '-', e.g. \"files-main\""))
+        ctype = table.get("type")
+        cls = None
+        if not isinstance(ctype, str):
+            problems.append(problem("type", "required: the connector type, e.g. \"local_files\""))
+        else:
+            try:
+                cls = connector_class(ctype)
+            except UnknownConnectorType as exc:
+                problems.append(problem("type", str(exc)))
+        enabled = table.get("enabled", True)
+        if not isinstance(enabled, bool):
+            problems.append(problem("enabled", "must be true or false"))
+        description = table.get("description", "")
+        if not isinstance(description, str):
+            problems.append(problem("description", "must be a string"))
+        schedule = table.get("schedule", main.defaults.schedule if main else "0 3 * * *")
+        try:
+            validate_crontab(str(schedule), tz)
+        except ValueError as exc:
+            problems.append(problem("schedule", str(exc)))
+        max_age_text = table.get("max_age", main.defaults.max_age if main else "26h")
+        max_age = timedelta(hours=26)
+        try:
+            max_age = parse_duration(str(max_age_text))
+        except ValueError as exc:
+            problems.append(problem("max_age", str(exc)))
+        options = {k: v for k, v in table.items() if k not in COMMON_CONNECTOR_KEYS}
+        cfg: ConnectorConfig | None = None
+        if cls is not None:
+            try:
+                cfg = cls.Config.model_validate(options, context={"config_dir": config_dir})
+            except ValidationError as exc:
+                already = {_format_loc(f"connector[{i}]", loc) for loc in secret_locs}
+                problems += [
+                    p for p in _pydantic_problems(exc, file, text, f"connector[{i}]", (i,)) if p.keypath not in already
+                ]
+        if len(problems) == before and cfg is not None:
+            entries.append(
+                ConnectorEntry(
+                    id=cid, type=ctype, schedule=str(schedule), max_age=max_age, enabled=enabled,
+                    description=description, config=cfg, source_file=file, index=i,
+                )
+            )
+    return entries, problems

@@ -1,0 +1,123 @@
+"""``shoseki demo``: a sample file share with planted problems, collected, sealed and verified.
+
+Everything it makes lives in two folders (``shoseki-demo/`` and ``vault/`` by default), so a
+newcomer can delete both and start again. Running it twice adds a second bag per connector,
+which shows the chain and the "changes since the previous bundle" counts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from collector.config import load_config
+
+# (relative path, mode, what the auditor should notice) — the planted problems are the point
+SAMPLE_TREE: tuple[tuple[str, int, str], ...] = (
+    ("総務部", 0o750, ""),
+    ("総務部/従業員名簿.csv", 0o640, "personal information, group-readable only: fine"),
+    ("人事部", 0o755, ""),
+    ("人事部/給与", 0o755, ""),
+    ("人事部/給与/給与明細_2026-10.csv", 0o644, "PLANTED: salary data readable by every local account"),
+    ("共有", 0o777, "PLANTED: a world-writable folder"),
+    ("共有/議事録.txt", 0o666, "PLANTED: a world-writable file"),
+    ("営業部", 0o750, ""),
+    ("営業部/顧客リスト.csv", 0o640, "PLANTED (when ACLs are supported): a POSIX ACL grants a named account read access"),
+    ("委託先受け渡し", 0o770, "a contractor hand-over folder"),
+    ("委託先受け渡し/納品データ.zip", 0o660, ""),
+)
+
+
+def build_sample_tree(root: Path) -> list[str]:
+    """Create the sample share (idempotent); return notes on what could not be planted."""
+    notes = []
+    for rel, mode, _ in SAMPLE_TREE:
+        path = root / rel
+        if "." in Path(rel).name:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                path.write_text("sample data for the shoseki demo; no real personal information\n", encoding="utf-8")
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, mode)
+    try:
+        from connectors.local_files import plant_acl_for_demo
+
+        plant_acl_for_demo(root / "営業部/顧客リスト.csv", uid=65534)
+    except OSError as exc:
+        notes.append(f"POSIX ACLs are not supported here ({exc.strerror}); the ACL example was skipped")
+    return notes
+
+
+def write_demo_config(workdir: Path, vault: Path, files_root: Path, signing_key: Path) -> Path:
+    config_dir = workdir / "config"
+    (config_dir / "connectors").mkdir(parents=True, exist_ok=True)
+    main = config_dir / "shoseki.toml"
+    main.write_text(
+        "# Written by `shoseki demo`. A real installation starts from `shoseki init`.\n"
+        "[organization]\n"
+        'name = "サンプル株式会社 (Example K.K.)"\n'
+        'domains = ["example.co.jp"]\n'
+        'timezone = "Asia/Tokyo"\n'
+        'language = "ja"\n\n'
+        "[vault]\n"
+        f"path = {_toml_str(vault)}\n"
+        f"signing_key = {_toml_str(signing_key)}\n\n"
+        "[defaults]\n"
+        'schedule = "0 3 * * *"\n'
+        'max_age = "26h"\n',
+        encoding="utf-8",
+    )
+    (config_dir / "connectors" / "files.toml").write_text(
+        "[[connector]]\n"
+        'id = "files-demo"\n'
+        'type = "local_files"\n'
+        f"roots = [{_toml_str(files_root)}]\n"
+        'exclude = ["*.tmp"]\n',
+        encoding="utf-8",
+    )
+    return main
+
+
+def _toml_str(path: Path) -> str:
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def run_demo(workdir: Path, vault_path: Path, *, echo: Callable[[str], None] = print) -> int:
+    from collector.runner import load_signing_key, open_vault, publish_public_key, recover, run_connector
+    from evidence.signing import write_keypair
+    from evidence.verify import verify_vault
+
+    workdir, vault_path = workdir.resolve(), vault_path.resolve()
+    files_root = workdir / "files"
+    keys = workdir / "keys"
+    keys.mkdir(parents=True, exist_ok=True)
+    secret = keys / "minisign.key"
+    if not secret.exists():
+        write_keypair(secret, keys / "minisign.pub")
+    echo(f"sample file share: {files_root}")
+    for note in build_sample_tree(files_root):
+        echo(f"  note: {note}")
+    config = load_config(write_demo_config(workdir, vault_path, files_root, secret))
+    vault = open_vault(config)
+    recover(vault)
+    key = load_signing_key(config)
+    publish_public_key(vault, key)
+    worst = 0
+    for entry in config.connectors:
+        outcome = run_connector(config, entry, signing_key=key)
+        echo(f"collected {entry.id}: {outcome.status}")
+        if outcome.bag:
+            echo(f"  bag:     {outcome.bag.path}")
+            echo(f"  summary: {outcome.bag.path / 'data' / 'summary.html'}")
+            echo(f"  tables:  {outcome.bag.path / 'data' / 'tables'}")
+        worst = max(worst, 0 if outcome.status == "complete" else 1)
+    report = verify_vault(vault)
+    echo(f"verify: {'OK' if report.ok else 'FAILED'} ({report.bags} bag(s), {report.files} files)")
+    for p in report.problems:
+        echo(f"  PROBLEM {p.describe()}")
+    echo("")
+    echo(f"config used: {config.path}  (try: shoseki --config {config.path} verify)")
+    echo(f"public key:  {vault.public_key}  (auditors verify signatures with minisign -V)")
+    return worst if report.ok else 1

@@ -1,0 +1,28 @@
+"""``shoseki init``: a commented starter configuration, the same files as the repo's config/."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+STARTER = {
+    "shoseki.toml": "shoseki.toml",
+    "connectors/local-files.toml.example": "local-files.toml.example",
+}
+
+
+def starter_text(name: str) -> str:
+    return (files("collector") / "templates" / STARTER[name]).read_text(encoding="utf-8")
+
+
+def write_starter_config(directory: Path) -> list[Path]:
+    targets = [directory / rel for rel in STARTER]
+    for t in targets:
+        if t.exists():
+            raise FileExistsError(str(t))
+    written = []
+    for rel, target in zip(STARTER, targets):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(starter_text(rel), encoding="utf-8")
+        written.append(target)
+    return written

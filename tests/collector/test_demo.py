@@ -1,0 +1,48 @@
+"""The newcomer's first command, end to end, checked by tools shoseki did not write."""
+
+import shutil
+import subprocess
+import sys
+
+import bagit
+import pytest
+
+
+@pytest.fixture
+def demo_run(tmp_path):
+    def run():
+        return subprocess.run(
+            [sys.executable, "-m", "collector.cli", "demo"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+    return tmp_path, run
+
+
+def test_demo_leaves_a_vault_that_verifies_everywhere(demo_run):
+    cwd, run = demo_run
+    first = run()
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "collected files-demo: complete" in first.stdout
+    assert "verify: OK" in first.stdout
+    second = run()  # a second bag, chained to the first
+    assert second.returncode == 0, second.stdout + second.stderr
+    vault = cwd / "vault"
+    bags = sorted(p for p in vault.glob("2*/2*/*") if p.is_dir())
+    assert len(bags) == 2
+    for bag in bags:
+        bagit.Bag(str(bag)).validate()
+    verify = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "--config", "shoseki-demo/config/shoseki.toml", "verify"],
+        cwd=cwd, capture_output=True, text=True,
+    )
+    assert verify.returncode == 0, verify.stdout
+    summary = (bags[0] / "data" / "summary.html").read_text(encoding="utf-8")
+    assert "complete" in summary and "files-demo" in summary
+    grants = (bags[0] / "data" / "tables" / "grants.csv").read_text(encoding="utf-8-sig")
+    assert "給与明細_2026-10.csv" in grants and "anyone-local" in grants
+    if shutil.which("minisign"):
+        for bag in bags:
+            out = subprocess.run(
+                ["minisign", "-V", "-p", str(vault / "minisign.pub"), "-m", str(bag / "tagmanifest-sha256.txt")],
+                capture_output=True, text=True, stdin=subprocess.DEVNULL,
+            )
+            assert out.returncode == 0, out.stderr
