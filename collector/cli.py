@@ -7,7 +7,6 @@ a verification problem, a failing check); 2 the configuration or the command lin
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 

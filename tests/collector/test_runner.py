@@ -1,9 +1,7 @@
 import gzip
 import json
 import threading
-from pathlib import Path
 
-import pytest
 from conftest import fake_connector, write_config
 
 from collector.config import load_config

@@ -22,6 +22,7 @@ import pytest
 from pydantic import ValidationError
 
 import connectors.local_files as lf
+import connectors.local_files.walk as lf_walk
 from connectors.base import Cancelled, Organization, RunContext
 from connectors.local_files import (
     ACL_GROUP,
@@ -278,8 +279,8 @@ def test_fast_timestamps_equal_utc_iso() -> None:
     values += [rnd.uniform(-3e9, 4e9) for _ in range(5000)]
     values += [math.floor(v) + rnd.randrange(0, 10**6) / 1e6 for v in values[:1000]]
     for v in values:
-        assert lf._iso(v) == utc_iso(v), v
-    assert lf._iso(1e13) is None  # past 9999: utc_iso would raise, the walk keeps the raw value
+        assert lf_walk._iso(v) == utc_iso(v), v
+    assert lf_walk._iso(1e13) is None  # past 9999: utc_iso would raise, the walk keeps the raw value
 
 
 def test_mtime_beyond_year_9999_does_not_stop_the_walk(tmp_path: Path) -> None:
@@ -289,7 +290,7 @@ def test_mtime_beyond_year_9999_does_not_stop_the_walk(tmp_path: Path) -> None:
     real = os.lstat(f)
     fake = SimpleNamespace(**{k: getattr(real, k) for k in dir(real) if k.startswith("st_")})
     fake.st_mtime = 1e12
-    walk = lf._Walk(make_ctx(), LocalFilesConfig(roots=[tmp_path]), set(), set())
+    walk = lf_walk._Walk(make_ctx(), LocalFilesConfig(roots=[tmp_path]), set(), set())
     records = walk.entry_records(str(f), f.name, fake, "file", str(tmp_path), None)
     assert records[0].data["modified"] is None and records[0].data["attributes"]["mtime"] == 1e12
 
