@@ -16,7 +16,7 @@ class ProgressPrinter:
         self.stream = stream
         self.live = live
         self.log_every = log_every
-        self._last_log = 0.0
+        self._last_log: float | None = None
         self._width = 0
 
     @staticmethod
@@ -35,7 +35,7 @@ class ProgressPrinter:
             self.stream.write("\r" + text + " " * pad)
             self.stream.flush()
             self._width = len(text)
-        elif p.done or time.monotonic() - self._last_log >= self.log_every:
+        elif p.done or self._last_log is None or time.monotonic() - self._last_log >= self.log_every:
             self._last_log = time.monotonic()
             log.info("%s", text)
 

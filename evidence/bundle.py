@@ -28,7 +28,7 @@ from evidence import keyset, ledger
 from evidence.model import STREAMS, RawPage, Record, canonical_json, utc_iso
 from evidence.render import render_readme, render_summary
 from evidence.tables import TableWriter
-from evidence.vault import FILE_MODE, Vault, bag_name, fsync_dir, makedirs
+from evidence.vault import DIR_MODE, FILE_MODE, Vault, bag_name, fsync_dir, makedirs
 
 BAGIT_TXT = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
 COMPRESSLEVEL = 5
@@ -298,7 +298,11 @@ class BundleWriter:
         # payload manifest: digests known from streaming, the rest hashed now
         manifest: list[tuple[str, str]] = []
         octets = files = 0
-        for path in sorted(p for p in self.data.rglob("*") if p.is_file()):
+        for path in sorted(self.data.rglob("*")):
+            if path.is_dir():
+                os.chmod(path, DIR_MODE)
+                continue
+            os.chmod(path, FILE_MODE)  # files written by other code (the tables) too
             rel = path.relative_to(self.dir).as_posix()
             digest, size = known.get(rel) or (sha256_file(path), path.stat().st_size)
             manifest.append((digest, rel))
