@@ -24,7 +24,7 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("googleapiclient", "urllib3", "botocore", "boto3", "msal"):
+    for noisy in ("googleapiclient", "urllib3", "botocore", "boto3", "msal", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -215,6 +215,58 @@ def demo(workdir: Path, vault_path: Path) -> None:
     from collector.demo import run_demo
 
     sys.exit(run_demo(workdir, vault_path, echo=click.echo))
+
+
+@main.group()
+def sandbox() -> None:
+    """Local stand-ins for Google Workspace, Microsoft 365 and AWS (offline, 127.0.0.1 only)."""
+
+
+def _size(value: str) -> int | str:
+    from sandbox.org import SIZES
+
+    if value.isdigit():
+        return int(value)
+    if value not in SIZES:
+        raise click.BadParameter(f"use one of {', '.join(SIZES)} or a number of users")
+    return value
+
+
+@sandbox.command("serve")
+@click.option("--size", default="small", show_default=True, callback=lambda c, p, v: _size(v),
+              help="small (20 users), medium (500), large (100k), or a number of users.")
+@click.option("--seed", default=1, show_default=True, type=int, help="The same seed gives the same organisation.")
+@click.option("--dir", "workdir", type=click.Path(path_type=Path), default=Path("shoseki-sandbox"), show_default=True,
+              help="Where credentials, context files, endpoints.json and a config go.")
+@click.option("--google/--no-google", default=True)
+@click.option("--microsoft/--no-microsoft", default=True)
+@click.option("--aws/--no-aws", default=True)
+def sandbox_serve(size, seed: int, workdir: Path, google: bool, microsoft: bool, aws: bool) -> None:
+    """Serve one synthetic organisation until stopped (Ctrl-C or SIGTERM)."""
+    import signal
+    import threading
+
+    from sandbox.env import SandboxEnv
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    env = SandboxEnv(workdir, size=size, seed=seed, google=google, microsoft=microsoft, aws=aws)
+    with env:
+        config = env.write_config(env.workdir / "config", env.workdir / "vault")
+        click.echo(f"organisation: {env.org.n:,} users, domain {env.org.domain}, seed {seed}")
+        for provider in ("google", "microsoft", "aws"):
+            if provider in env.endpoints:
+                first = next(iter(env.endpoints[provider].values()))
+                click.echo(f"{provider:<10} {first}")
+        click.echo(f"endpoints:   {env.workdir / 'endpoints.json'}")
+        click.echo(f"context:     {env.workdir / 'context'} (contractors, roster, register, sandbox-truth.json)")
+        click.echo(f"config:      {config}")
+        click.echo("ready; stop with Ctrl-C", err=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    click.echo("sandbox stopped", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -85,9 +85,7 @@ def _toml_str(path: Path) -> str:
 
 
 def run_demo(workdir: Path, vault_path: Path, *, echo: Callable[[str], None] = print) -> int:
-    from collector.runner import load_signing_key, open_vault, publish_public_key, recover, run_connector
     from evidence.signing import write_keypair
-    from evidence.verify import verify_vault
 
     workdir, vault_path = workdir.resolve(), vault_path.resolve()
     files_root = workdir / "files"
@@ -99,7 +97,33 @@ def run_demo(workdir: Path, vault_path: Path, *, echo: Callable[[str], None] = p
     echo(f"sample file share: {files_root}")
     for note in build_sample_tree(files_root):
         echo(f"  note: {note}")
-    config = load_config(write_demo_config(workdir, vault_path, files_root, secret))
+    main_config = write_demo_config(workdir, vault_path, files_root, secret)
+    env = _start_sandbox_if_needed(workdir, main_config, echo)
+    try:
+        return _collect_and_verify(load_config(main_config), echo)
+    finally:
+        if env is not None:
+            env.close()
+
+
+def _start_sandbox_if_needed(workdir: Path, main_config: Path, echo: Callable[[str], None]):
+    """Start the sandbox when a registered connector can run against it; add those connectors."""
+    from connectors import REGISTRY
+    from sandbox.env import CONNECTOR_TEMPLATES, SandboxEnv
+
+    if not any(kind in CONNECTOR_TEMPLATES for kind in REGISTRY):
+        return None
+    env = SandboxEnv(workdir / "sandbox").start()
+    echo(f"sandbox organisation: {env.org.n} users at 127.0.0.1 ({env.workdir / 'endpoints.json'})")
+    for name, text in env.connector_files().items():
+        (main_config.parent / "connectors" / name).write_text(text, encoding="utf-8")
+    return env
+
+
+def _collect_and_verify(config, echo: Callable[[str], None]) -> int:
+    from collector.runner import load_signing_key, open_vault, publish_public_key, recover, run_connector
+    from evidence.verify import verify_vault
+
     vault = open_vault(config)
     recover(vault)
     key = load_signing_key(config)

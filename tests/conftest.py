@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# helpers shared by test modules: ``from conftest import write_config`` and tests/support/*.py
+# (pytest runs with --import-mode=importlib, so equal test file names in two folders are fine)
 sys.path.insert(0, str(Path(__file__).parent / "support"))
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def write_config(
