@@ -159,6 +159,10 @@ class StandIn:
         """Who is calling (for per-user quotas); default: the bearer token."""
         return req.headers.get("authorization", "")
 
+    def rule_applies(self, rule: FaultRule, endpoint: str) -> bool:
+        """Whether a fault rule covers an endpoint (``*`` covers all, unless a stand-in says not)."""
+        return rule.endpoint in ("*", endpoint)
+
     def throttle_response(self, req: Request, endpoint: str, retry_after: float) -> Response:
         return Response.json({"error": {"code": 429, "message": "Too Many Requests"}}, 429, {"Retry-After": str(max(1, round(retry_after)))})
 
@@ -194,7 +198,7 @@ class StandIn:
         outcome: Response | str | None = None
         with self._fault_lock:
             for rule in self.rules:
-                if rule.endpoint not in ("*", endpoint):
+                if not self.rule_applies(rule, endpoint):
                     continue
                 delay += rule.latency_ms / 1000 + (self._random.random() * rule.jitter_ms / 1000 if rule.jitter_ms else 0)
                 if outcome is not None:

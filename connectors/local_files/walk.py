@@ -124,6 +124,18 @@ class _Walk:
                 self.unknown_gids.add(n)
         return pid
 
+    def grantee(self, who: str, ident: int | None, owner: str, group: str) -> tuple[str, str]:
+        """The principal id and kind a plan step names (see ``acl._Plan``)."""
+        if who == "owner":
+            return owner, "user"
+        if who == "group":
+            return group, "group"
+        if who == "anyone":
+            return ANYONE_LOCAL, "anyone"
+        if who == "uid":
+            return self.uid(ident), "user"  # type: ignore[arg-type]
+        return self.gid(ident), "group"  # type: ignore[arg-type]
+
     # -- ACLs ---------------------------------------------------------------------------------
     def read_acls(self, path: str, st: os.stat_result, is_dir: bool) -> tuple[bytes | None, bytes | None]:
         """The raw access (and, for folders, default) ACL; FileNotFoundError propagates.
@@ -253,16 +265,7 @@ class _Walk:
         out: list[Record] = [None]  # type: ignore[list-item]  # the resource, filled in below
         shared = False
         for who, ident, role, raw, gattrs in plan:
-            if who == "owner":
-                pid, pkind = owner, "user"
-            elif who == "group":
-                pid, pkind = group, "group"
-            elif who == "anyone":
-                pid, pkind = ANYONE_LOCAL, "anyone"
-            elif who == "uid":
-                pid, pkind = self.uid(ident), "user"  # type: ignore[arg-type]
-            else:
-                pid, pkind = self.gid(ident), "group"  # type: ignore[arg-type]
+            pid, pkind = self.grantee(who, ident, owner, group)
             if pid != owner:
                 shared = True
             out.append(_grant(rid, pid, pkind, role, raw, "direct", dict(gattrs) if gattrs else {}))
@@ -272,14 +275,7 @@ class _Walk:
             if got is not None:
                 dplan, attrs["default_acl"] = got
                 for who, ident, role, raw, gattrs in dplan:
-                    if who == "group":
-                        pid, pkind = group, "group"
-                    elif who == "anyone":
-                        pid, pkind = ANYONE_LOCAL, "anyone"
-                    elif who == "uid":
-                        pid, pkind = self.uid(ident), "user"  # type: ignore[arg-type]
-                    else:
-                        pid, pkind = self.gid(ident), "group"  # type: ignore[arg-type]
+                    pid, pkind = self.grantee(who, ident, owner, group)
                     out.append(
                         _grant(rid, pid, pkind, role, raw, "default_acl", dict(gattrs) if gattrs else {})
                     )

@@ -48,7 +48,6 @@ from __future__ import annotations
 import re
 import secrets
 import threading
-import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -248,6 +247,9 @@ class MicrosoftStandIn(_Identity, _Directory, _Files, _Batch, _Common, StandIn):
         return endpoint.startswith(("sites.", "drives.", "items.")) or endpoint == "users.drive"
 
     def throttle_response(self, req: Request, endpoint: str, retry_after: float) -> Response:
+        if endpoint.startswith("login."):
+            return self._token_error(TokenError(429, "temporarily_unavailable", 50196, "The server temporarily throttled the request."),
+                                     retry_after=retry_after or 1)
         headers = {"Retry-After": str(max(1, int(retry_after + 0.999)))}
         if self._sharepoint(endpoint):
             err = GraphError(429, "activityLimitReached", "The request has been throttled",
@@ -257,6 +259,9 @@ class MicrosoftStandIn(_Identity, _Directory, _Files, _Batch, _Common, StandIn):
         return self._error(req, err)
 
     def error_response(self, req: Request, endpoint: str, status: int) -> Response:
+        if endpoint.startswith("login."):
+            return self._token_error(TokenError(status, "temporarily_unavailable", 50196 if status == 429 else 90033,
+                                                "A transient error has occurred. Please try again."))
         code, message = {
             500: ("generalException", "An unspecified error has occurred."),
             502: ("serviceNotAvailable", "Bad gateway."),
@@ -266,37 +271,12 @@ class MicrosoftStandIn(_Identity, _Directory, _Files, _Batch, _Common, StandIn):
         headers = {"Retry-After": str(self.retry_after_503_s)} if status == 503 and self.retry_after_503_s else {}
         return self._error(req, GraphError(status, code, message, headers))
 
-    def _apply_faults(self, req: Request, endpoint: str, units: float) -> Response | str | None:
+    def rule_applies(self, rule: FaultRule, endpoint: str) -> bool:
         # The identity endpoints are a different service from Graph: "*" rules (Graph quotas,
         # 5xx rates) do not apply to them; only rules that name the login endpoint do.
-        if not endpoint.startswith("login."):
-            return super()._apply_faults(req, endpoint, units)
-        with self._fault_lock:
-            rules = [r for r in self.rules if r.endpoint == endpoint]
-        if not rules:
-            return None
-        outcome: Response | str | None = None
-        delay = 0.0
-        with self._fault_lock:
-            for rule in rules:
-                delay += rule.latency_ms / 1000
-                if outcome is not None:
-                    continue
-                if rule.drop_rate and self._random.random() < rule.drop_rate:
-                    outcome = "drop"
-                elif rule.fail_next > 0:
-                    rule.fail_next -= 1
-                    outcome = self._token_error(TokenError(rule.error_status, "temporarily_unavailable", 50196 if rule.error_status == 429 else 90033,
-                                                           "A transient error has occurred. Please try again."), retry_after=rule.retry_after_s)
-                elif rule.throttle_next > 0:
-                    rule.throttle_next -= 1
-                    outcome = self._token_error(TokenError(429, "temporarily_unavailable", 50196, "The server temporarily throttled the request."),
-                                                retry_after=rule.retry_after_s or 1)
-                elif rule.error_rate and self._random.random() < rule.error_rate:
-                    outcome = self._token_error(TokenError(rule.error_status, "temporarily_unavailable", 90033, "A transient error has occurred."))
-        if delay:
-            time.sleep(delay)
-        return outcome
+        if endpoint.startswith("login."):
+            return rule.endpoint == endpoint
+        return super().rule_applies(rule, endpoint)
 
     # -- dispatch ----------------------------------------------------------------------------------
     def handle(self, req: Request) -> Response:
