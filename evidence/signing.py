@@ -179,8 +179,10 @@ class SignatureError(SigningError):
 
 
 def key_id_hex(key_id: bytes) -> str:
-    """A key id as minisign prints it: little-endian u64, 16 upper-case hex digits."""
-    return f"{int.from_bytes(key_id, 'little'):016X}"
+    """A key id as minisign prints it: the little-endian u64 in upper-case hex, not zero-padded
+
+    (minisign formats it with ``%" PRIX64 "``, so an id whose top nibble is 0 has 15 digits)."""
+    return f"{int.from_bytes(key_id, 'little'):X}"
 
 
 def _b64(data: bytes) -> str:

@@ -1,7 +1,5 @@
 """The shared stand-in machinery: faults, quotas, counters and the admin paths."""
 
-import json
-import socket
 import time
 
 import pytest
