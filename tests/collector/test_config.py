@@ -88,12 +88,31 @@ def test_bad_toml_names_the_line(tmp_path):
     assert problems[0].startswith(f"{path}:8: not valid TOML")
 
 
-def test_cli_exits_2_and_writes_nothing_on_bad_config(tmp_path, fake_registered):
-    path = write_config(tmp_path, connectors={"f.toml": fake_connector() + "unknown_option = true\n"})
-    result = CliRunner().invoke(main, ["--config", str(path), "collect"])
-    assert result.exit_code == 2
-    assert "connector[0].unknown_option: unknown key" in result.output
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("unknown_option = true\n", "f.toml:6: connector[0].unknown_option: unknown key"),
+        ('password = "hunter2"\n', "f.toml:6: connector[0].password: inline secrets are refused"),
+        ("", "f.toml:5: connector[0].records: Input should be a valid integer"),
+    ],
+)
+def test_cli_exits_2_and_writes_nothing_on_bad_config(tmp_path, fake_registered, extra, message):
+    body = fake_connector() + extra
+    if not extra:
+        body = body.replace("records = 5", 'records = "five"')
+    path = write_config(tmp_path, connectors={"f.toml": body})
+    for command in (["collect"], ["check"], ["verify"]):
+        result = CliRunner().invoke(main, ["--config", str(path), *command])
+        assert result.exit_code == 2
+        assert message in result.output
+        assert "hunter2" not in result.output
     assert not (tmp_path / "vault").exists()
+
+
+def test_cli_missing_config_file_exits_2(tmp_path):
+    result = CliRunner().invoke(main, ["--config", str(tmp_path / "none.toml"), "collect"])
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'none.toml'}: file not found" in result.output
 
 
 def test_repo_example_config_is_the_starter_and_is_valid(tmp_path):
