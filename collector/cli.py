@@ -236,12 +236,13 @@ def _size(value: str) -> int | str:
 @click.option("--size", default="small", show_default=True, callback=lambda c, p, v: _size(v),
               help="small (20 users), medium (500), large (100k), or a number of users.")
 @click.option("--seed", default=1, show_default=True, type=int, help="The same seed gives the same organisation.")
+@click.option("--files-per-user", type=int, default=None, help="Average My Drive / OneDrive files per person (default 8).")
 @click.option("--dir", "workdir", type=click.Path(path_type=Path), default=Path("shoseki-sandbox"), show_default=True,
               help="Where credentials, context files, endpoints.json and a config go.")
 @click.option("--google/--no-google", default=True)
 @click.option("--microsoft/--no-microsoft", default=True)
 @click.option("--aws/--no-aws", default=True)
-def sandbox_serve(size, seed: int, workdir: Path, google: bool, microsoft: bool, aws: bool) -> None:
+def sandbox_serve(size, seed: int, files_per_user: int | None, workdir: Path, google: bool, microsoft: bool, aws: bool) -> None:
     """Serve one synthetic organisation until stopped (Ctrl-C or SIGTERM)."""
     import signal
     import threading
@@ -250,7 +251,7 @@ def sandbox_serve(size, seed: int, workdir: Path, google: bool, microsoft: bool,
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    env = SandboxEnv(workdir, size=size, seed=seed, google=google, microsoft=microsoft, aws=aws)
+    env = SandboxEnv(workdir, size=size, seed=seed, files_per_user=files_per_user, google=google, microsoft=microsoft, aws=aws)
     with env:
         config = env.write_config(env.workdir / "config", env.workdir / "vault")
         click.echo(f"organisation: {env.org.n:,} users, domain {env.org.domain}, seed {seed}")

@@ -45,6 +45,7 @@ class SandboxEnv:
     workdir: Path
     size: int | str = "small"
     seed: int = 1
+    files_per_user: int | None = None
     google: bool = True
     microsoft: bool = True
     aws: bool = True
@@ -56,7 +57,7 @@ class SandboxEnv:
         self.workdir = Path(self.workdir).resolve()
         creds = self.workdir / "credentials"
         creds.mkdir(parents=True, exist_ok=True)
-        self.org = Org(self.seed, self.size)
+        self.org = Org(self.seed, self.size) if self.files_per_user is None else Org(self.seed, self.size, files_per_user=self.files_per_user)
         self.endpoints = {"organization": {"domain": self.org.domain, "users": self.org.n, "seed": self.seed}}
         try:
             if self.google:

@@ -190,8 +190,9 @@ class Overlay:
 
 
 class Org:
-    def __init__(self, seed: int = 1, users: int | str = "small"):
+    def __init__(self, seed: int = 1, users: int | str = "small", *, files_per_user: int = FILES_PER_USER):
         self.seed = seed
+        self.files_per_user = files_per_user  # average My Drive / OneDrive files; 10M files = 100k users × 100
         self.n = SIZES[users] if isinstance(users, str) else int(users)
         if self.n < 10:
             raise ValueError("the sandbox organisation needs at least 10 users")
@@ -392,7 +393,8 @@ class Org:
 
     # -- files ----------------------------------------------------------------------------
     def file_count(self, i: int) -> int:
-        return _rng(self.seed, "nfiles", i).randint(0, 2 * FILES_PER_USER) if i >= 12 else FILES_PER_USER
+        avg = self.files_per_user
+        return _rng(self.seed, "nfiles", i).randint(0, 2 * avg) if i >= 12 else min(avg, FILES_PER_USER)
 
     def user_files(self, i: int) -> Iterator[File]:
         for j in range(self.file_count(i)):
