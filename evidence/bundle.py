@@ -1,7 +1,11 @@
 """The bundle writer: streams one run into a BagIt bag under ``.partial/`` and seals it.
 
 Records and raw pages are written as they arrive (gzip JSONL, hashed while written; CSV tables
-beside them), so memory does not grow with the tenant. :meth:`BundleWriter.seal` then writes,
+beside them), so memory does not grow with the tenant. This process formats each record (its
+JSONL line and CSV row, made together); a helper process started per bag compresses, hashes and
+writes the bytes, and keeps the record hashes (:mod:`evidence.keyset`), on the other core (see
+``_ProcessSink``; ``WRITER_PROCESS = False`` does it all here, byte for byte the same).
+:meth:`BundleWriter.seal` then writes,
 in order: run.json, README.txt, summary.html, the payload manifest, bagit.txt, bag-info.txt,
 the tag manifest and its signature; then one atomic rename moves the bag into the dated tree
 and one line is appended to the ledger. A crash before the rename leaves only ``.partial/``;
@@ -11,12 +15,17 @@ a crash between the rename and the ledger line is finished at the next start
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import json
 import os
 import re
 import shutil
+import struct
+import subprocess
+import sys
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,8 +35,7 @@ from zoneinfo import ZoneInfo
 
 from evidence import keyset, ledger
 from evidence.model import STREAMS, RawPage, Record, canonical_json, utc_iso
-from evidence.render import render_readme, render_summary
-from evidence.tables import TableWriter
+from evidence.tables import TableWriter, line_and_row_function
 from evidence.vault import DIR_MODE, FILE_MODE, Vault, bag_name, fsync_dir, makedirs
 
 BAGIT_TXT = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
@@ -44,12 +52,18 @@ def collector_version() -> str:
         return "0+unknown"
 
 
+#: Lines of a ``*.jsonl.gz`` compressed together (one ``GzipFile.write``), as they always were.
+LINES_PER_CHUNK = 512
+#: Whether bags are compressed, hashed and written by a helper process (see :class:`_ProcessSink`).
+WRITER_PROCESS = True
+
+
 class _HashingFile:
     """A binary file that hashes and counts what is written through it."""
 
     def __init__(self, path: Path):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        self._f = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._f = os.fdopen(fd, "wb", buffering=1 << 18)
         self.sha256 = hashlib.sha256()
         self.size = 0
 
@@ -67,32 +81,288 @@ class _HashingFile:
         self._f.close()
 
 
-class _JsonlGz:
-    """``*.jsonl.gz`` with a fixed header (mtime 0, no name) so equal content gives equal bytes."""
+class _GzFile:
+    """A gzip file with a fixed header (mtime 0, no name), so equal content gives equal bytes."""
 
     def __init__(self, path: Path):
-        self.path = path
         self.raw = _HashingFile(path)
         self.gz = gzip.GzipFile(filename="", mode="wb", fileobj=self.raw, compresslevel=COMPRESSLEVEL, mtime=0)
-        self._buf: list[bytes] = []
-        self.lines = 0
 
-    def write_line(self, line: bytes) -> None:
-        self._buf.append(line)
-        self.lines += 1
-        if len(self._buf) >= 512:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._buf:
-            self._buf.append(b"")
-            self.gz.write(b"\n".join(self._buf))
-            self._buf = []
+    def write(self, data: bytes) -> None:
+        self.gz.write(data)
 
     def close(self) -> None:
-        self._flush()
         self.gz.close()
         self.raw.close()
+
+
+class _LocalSink:
+    """Where the bytes of a bag go: files created, compressed, hashed and written, in this process.
+
+    Files are numbered in the order they are opened. ``records`` files are gzip JSONL whose
+    lines also go into the two sorted hash sets of the stream (:mod:`evidence.keyset`): the
+    hashes are taken from the lines themselves, exactly as :func:`keyset.build_from_records`
+    takes them from a bag. :meth:`finish` closes everything and reports each file's SHA-256 and
+    size, and each record file's number of duplicate keys.
+    """
+
+    def __init__(self) -> None:
+        self._files: list[_HashingFile | _GzFile] = []
+        self._hashes: dict[int, tuple[keyset.SortedHashBuilder, keyset.SortedHashBuilder]] = {}
+
+    def open(self, kind: str, path: str, tmpdir: str | None = None) -> int:
+        fid = len(self._files)
+        if kind == "plain":
+            self._files.append(_HashingFile(Path(path)))
+        else:
+            self._files.append(_GzFile(Path(path)))
+            if kind == "records":
+                assert tmpdir is not None
+                tmp = Path(tmpdir)
+                self._hashes[fid] = (keyset.SortedHashBuilder(tmp), keyset.SortedHashBuilder(tmp))
+        return fid
+
+    def write(self, fid: int, data: bytes) -> None:
+        """Append ``data``; to a records file, whole lines, each ending with a newline."""
+        self._files[fid].write(data)
+        hashes = self._hashes.get(fid)
+        if hashes is not None:
+            keyset.add_record_lines(data.split(b"\n")[:-1], *hashes)
+
+    def finish(self, hash_files: dict[int, tuple[str, str]]) -> tuple[dict[int, tuple[str, int]], dict[int, int]]:
+        """Close every file, write each records file's hash sets to ``hash_files[fid]``."""
+        digests: dict[int, tuple[str, int]] = {}
+        for fid, f in enumerate(self._files):
+            f.close()
+            raw = f.raw if isinstance(f, _GzFile) else f
+            digests[fid] = (raw.sha256.hexdigest(), raw.size)
+        duplicates = {}
+        for fid, (keys, full) in self._hashes.items():
+            keys_out, full_out = hash_files[fid]
+            duplicates[fid] = keys.finish(Path(keys_out))
+            full.finish(Path(full_out))
+        return digests, duplicates
+
+    def abandon(self) -> None:
+        pass
+
+
+# -- the writer process -------------------------------------------------------------------------
+# Formatting records is Python work that holds the GIL; compressing, hashing and writing them is
+# mostly not, but a thread doing it would have to take the GIL back after every zlib / hashlib /
+# write call, while the main thread (walking a file tree: a system call every few microseconds)
+# gives it up and takes it back all the time: measured, the hand-overs cost more than the thread
+# saves. A helper process has no GIL to share: the main process sends it the bytes (a pipe
+# write is a memcpy) and it does everything a _LocalSink does, on the other core.
+
+_HEADER = struct.Struct("<BIQ")  # operation, file number, payload length
+_OP_OPEN, _OP_WRITE, _OP_FINISH = 1, 2, 3
+_F_SETPIPE_SZ = 1031  # Linux: a 1 MiB pipe takes several chunks before the main process waits
+
+
+class WriterProcessError(RuntimeError):
+    """The helper process failed (its error, or how it ended, is the message)."""
+
+
+def _error_from(report: dict[str, Any] | None, returncode: int | None) -> BaseException:
+    if not report:
+        return WriterProcessError(f"the bag writer process ended unexpectedly (exit code {returncode})")
+    if report.get("errno") is not None:
+        return OSError(report["errno"], report["strerror"], report.get("filename"))
+    return WriterProcessError(f"{report['type']}: {report['message']}")
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
+class _ProcessSink:
+    """A :class:`_LocalSink` in a helper process (``_sink_process``), fed through a pipe.
+
+    Each call is sent at once and done by the helper in order; a file is created when the helper
+    gets to it. The helper's first error is raised here by the next call that finds it gone, or
+    by :meth:`finish`, which waits for it to close every file and end.
+    """
+
+    def __init__(self) -> None:
+        package_root = str(Path(__file__).resolve().parent.parent)
+        code = f"import sys; sys.path.insert(0, {package_root!r}); import evidence.bundle as b; b._sink_process()"
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", code],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=1 << 16,
+            start_new_session=True,  # no Ctrl-C from the terminal: it ends when its input does
+        )
+        # a writer dropped without seal() or discard() must not leave the process behind
+        self._finalizer = weakref.finalize(self, _kill, self._proc)
+        try:
+            fcntl.fcntl(self._proc.stdin.fileno(), _F_SETPIPE_SZ, 1 << 20)
+        except OSError:  # pragma: no cover - not Linux, or a lower pipe-max-size
+            pass
+        self._files = 0
+        self._closed = False
+        self._error: BaseException | None = None
+
+    def _send(self, op: int, fid: int, payload: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise WriterProcessError("the bag writer process has finished")
+        stdin = self._proc.stdin
+        try:
+            stdin.write(_HEADER.pack(op, fid, len(payload)))
+            stdin.write(payload)
+        except (BrokenPipeError, ValueError):
+            raise self._failure() from None
+
+    def _failure(self) -> BaseException:
+        """The helper's error, once it has ended (raised again by every later call)."""
+        self._closed = True
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
+        out = self._proc.stdout.read()
+        returncode = self._proc.wait()
+        self._finalizer()
+        try:
+            report = json.loads(out).get("error")
+        except (ValueError, AttributeError):
+            report = None
+        self._error = _error_from(report, returncode)
+        return self._error
+
+    def open(self, kind: str, path: str, tmpdir: str | None = None) -> int:
+        fid = self._files
+        self._files += 1
+        self._send(_OP_OPEN, fid, json.dumps([kind, path, tmpdir]).encode())
+        return fid
+
+    def write(self, fid: int, data: bytes) -> None:
+        self._send(_OP_WRITE, fid, data)
+
+    def finish(self, hash_files: dict[int, tuple[str, str]]) -> tuple[dict[int, tuple[str, int]], dict[int, int]]:
+        self._send(_OP_FINISH, 0, json.dumps(hash_files).encode())
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        self._closed = True
+        out = self._proc.stdout.read()
+        returncode = self._proc.wait()
+        self._finalizer()
+        try:
+            reply = json.loads(out)
+        except ValueError:
+            reply = {}
+        if returncode != 0 or "digests" not in reply:
+            self._error = _error_from(reply.get("error"), returncode)
+            raise self._error
+        digests = {int(k): (v[0], v[1]) for k, v in reply["digests"].items()}
+        return digests, {int(k): v for k, v in reply["duplicates"].items()}
+
+    def abandon(self) -> None:
+        """Stop the helper without finishing (the bag is being thrown away)."""
+        self._closed = True
+        self._finalizer()
+
+
+def _sink_process() -> None:
+    """The helper's main loop: calls from the pipe (stdin) to a :class:`_LocalSink`, results to stdout."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # belt and braces: it has a session of its own
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sink = _LocalSink()
+    try:
+        while True:
+            header = stdin.read(_HEADER.size)
+            if len(header) < _HEADER.size:  # the main process is gone: leave the bag as it is
+                os._exit(1)
+            op, fid, size = _HEADER.unpack(header)
+            payload = stdin.read(size)
+            if len(payload) < size:
+                os._exit(1)
+            if op == _OP_WRITE:
+                sink.write(fid, payload)
+            elif op == _OP_OPEN:
+                kind, path, tmpdir = json.loads(payload)
+                if sink.open(kind, path, tmpdir) != fid:
+                    raise WriterProcessError("file numbers out of step")
+            elif op == _OP_FINISH:
+                hash_files = {int(k): tuple(v) for k, v in json.loads(payload).items()}
+                digests, duplicates = sink.finish(hash_files)
+                stdout.write(json.dumps({"digests": digests, "duplicates": duplicates}).encode())
+                stdout.flush()
+                return
+            else:
+                raise WriterProcessError(f"unknown operation {op}")
+    except BaseException as exc:  # noqa: BLE001 - reported to the main process, which raises it
+        error = {"type": type(exc).__name__, "message": str(exc)}
+        if isinstance(exc, OSError) and exc.errno is not None:
+            error.update(errno=exc.errno, strerror=exc.strerror, filename=exc.filename)
+        stdout.write(json.dumps({"error": error}).encode())
+        stdout.flush()
+        sys.exit(1)
+
+
+def _new_sink() -> _LocalSink | _ProcessSink:
+    if WRITER_PROCESS and sys.executable and not getattr(sys, "frozen", False):
+        try:
+            return _ProcessSink()
+        except OSError:  # pragma: no cover - cannot start a process here: do the work ourselves
+            pass
+    return _LocalSink()
+
+
+class _SinkFile:
+    """A file of the sink, as the table writer sees it (``write``; ``close`` waits for the finish)."""
+
+    def __init__(self, sink: _LocalSink | _ProcessSink, fid: int):
+        self._sink = sink
+        self._fid = fid
+
+    def write(self, data: bytes) -> None:
+        self._sink.write(self._fid, data)
+
+    def close(self) -> None:
+        pass
+
+
+class _LineFile:
+    """One ``*.jsonl.gz`` of the bag on the main side: lines gathered, sent a chunk at a time."""
+
+    __slots__ = ("fid", "lines", "rel")
+
+    def __init__(self, fid: int, rel: str):
+        self.fid = fid
+        self.rel = rel
+        self.lines: list[bytes] = []
+
+    def flush(self, sink: _LocalSink | _ProcessSink) -> None:
+        if self.lines:
+            self.lines.append(b"")
+            sink.write(self.fid, b"\n".join(self.lines))
+            self.lines = []
+
+
+class _RecordFile(_LineFile):
+    """``records/<stream>.jsonl.gz``, with what the writer needs of its stream at hand."""
+
+    __slots__ = ("count", "format", "table")
+
+    def __init__(self, fid: int, rel: str, format: Any, table: Any):
+        super().__init__(fid, rel)
+        self.format = format  # line_and_row_function(stream, tz)
+        self.table = table  # the stream's table (TableWriter.table)
+        self.count = 0
 
 
 @dataclass(frozen=True)
@@ -164,54 +434,88 @@ class BundleWriter:
             d.mkdir(mode=0o750)
         self.keys_dir = vault.state / "keys" / run_id
         makedirs(self.keys_dir)
-        self._records: dict[str, _JsonlGz] = {}
-        self._raw: dict[str, _JsonlGz] = {}
+        self._sink = _new_sink()
+        self._records: dict[str, _RecordFile] = {}
+        self._raw: dict[str, _LineFile] = {}
         self._raw_pages: dict[str, int] = Counter()
-        self._key_hashes = {s: keyset.SortedHashBuilder(self.keys_dir) for s in STREAMS}
-        self._full_hashes = {s: keyset.SortedHashBuilder(self.keys_dir) for s in STREAMS}
-        self.tables = TableWriter(self.data / "tables", tz)
-        self.counts: Counter[str] = Counter()
+        self._tables: list[tuple[int, str]] = []
+        self.tables = TableWriter(self.data / "tables", tz, opener=self._open_table)
         self.sealed: SealedBag | None = None
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Records written so far, per stream."""
+        return Counter({s: out.count for s, out in self._records.items() if out.count})
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.dir).as_posix()
+
+    def _open_table(self, path: Path) -> _SinkFile:
+        """Tables go through the sink too: hashed as they are written, never read again."""
+        fid = self._sink.open("plain", str(path))
+        self._tables.append((fid, self._rel(path)))
+        return _SinkFile(self._sink, fid)
+
+    def _record_file(self, stream: str) -> _RecordFile:
+        if stream not in STREAMS:
+            raise ValueError(f"unknown stream {stream!r}")
+        path = self.data / "records" / f"{stream}.jsonl.gz"
+        fid = self._sink.open("records", str(path), str(self.keys_dir))
+        out = _RecordFile(fid, self._rel(path), line_and_row_function(stream, self.tz), self.tables.table(stream))
+        self._records[stream] = out
+        return out
 
     # -- streaming ------------------------------------------------------------------------
     def write(self, record: Record) -> None:
-        stream = record.stream
-        out = self._records.get(stream)
+        out = self._records.get(record.stream)
         if out is None:
-            if stream not in STREAMS:
-                raise ValueError(f"unknown stream {stream!r}")
-            out = self._records[stream] = _JsonlGz(self.data / "records" / f"{stream}.jsonl.gz")
-        line = record.line().encode()
-        out.write_line(line)
-        k, c = keyset.record_hashes(line)
-        self._key_hashes[stream].add(k)
-        self._full_hashes[stream].add(c)
-        self.tables.write(record)
-        self.counts[stream] += 1
+            out = self._record_file(record.stream)
+        key, data = record.key, record.data
+        # the JSONL line and the CSV row made together; anything unusual takes the general path
+        # (Record.line() and TableWriter.write), which makes the same text
+        made = out.format(key, data) if type(key) is str and type(data) is dict else None
+        lines = out.lines
+        if made is None:
+            lines.append(record.line().encode())
+            if len(lines) >= LINES_PER_CHUNK:
+                out.flush(self._sink)
+            self.tables.write(record)
+        else:
+            lines.append(made[0].encode())
+            if len(lines) >= LINES_PER_CHUNK:
+                out.flush(self._sink)
+            out.table.add(made[1])
+        out.count += 1
 
     def write_raw(self, page: RawPage) -> None:
         name = _endpoint_file(page.endpoint)
         out = self._raw.get(name)
         if out is None:
-            out = self._raw[name] = _JsonlGz(self.data / "raw" / f"{name}.jsonl.gz")
-        out.write_line(page.line().encode())
+            path = self.data / "raw" / f"{name}.jsonl.gz"
+            out = self._raw[name] = _LineFile(self._sink.open("gzip", str(path)), self._rel(path))
+        out.lines.append(page.line().encode())
+        if len(out.lines) >= LINES_PER_CHUNK:
+            out.flush(self._sink)
         self._raw_pages[page.endpoint] += 1
 
     # -- sealing --------------------------------------------------------------------------
     def _close_streams(self) -> tuple[dict[str, tuple[str, int]], list[str]]:
         """Close every stream; return the digests known from writing, and contract problems."""
-        known: dict[str, tuple[str, int]] = {}
         for stream in STREAMS:  # every stream has a file, even an empty one
             if stream not in self._records:
-                self._records[stream] = _JsonlGz(self.data / "records" / f"{stream}.jsonl.gz")
+                self._record_file(stream)
         for out in [*self._records.values(), *self._raw.values()]:
-            out.close()
-            known[out.path.relative_to(self.dir).as_posix()] = (out.raw.sha256.hexdigest(), out.raw.size)
+            out.flush(self._sink)
         self.tables.close()
+        hash_files = {
+            self._records[s].fid: (str(self.keys_dir / f"{s}.keys"), str(self.keys_dir / f"{s}.full")) for s in STREAMS
+        }
+        digests, duplicates = self._sink.finish(hash_files)
+        known = {out.rel: digests[out.fid] for out in [*self._records.values(), *self._raw.values()]}
+        known.update((rel, digests[fid]) for fid, rel in self._tables)
         problems = []
         for stream in STREAMS:
-            dup = self._key_hashes[stream].finish(self.keys_dir / f"{stream}.keys")
-            self._full_hashes[stream].finish(self.keys_dir / f"{stream}.full")
+            dup = duplicates[self._records[stream].fid]
             if dup:
                 problems.append(f"{stream}: {dup} records share a key with another record")
         return known, problems
@@ -292,10 +596,13 @@ class BundleWriter:
             "signed": signing_key is not None, "public_key_rel": public_key_rel,
             "streams": STREAMS,
         }
+        # imported here, so that the writer process (which imports this module) does without jinja2
+        from evidence.render import render_readme, render_summary
+
         _write_text(self.data / "README.txt", render_readme(context), bom=True)
         _write_text(self.data / "summary.html", render_summary(context), bom=False)
 
-        # payload manifest: digests known from streaming, the rest hashed now
+        # payload manifest: digests known from streaming (records, raw pages, tables), the rest hashed now
         manifest: list[tuple[str, str]] = []
         octets = files = 0
         for path in sorted(self.data.rglob("*")):
@@ -358,6 +665,7 @@ class BundleWriter:
 
     def discard(self) -> None:
         """Remove a bag that was never sealed (used only when the run could not start)."""
+        self._sink.abandon()
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.keys_dir, ignore_errors=True)
 

@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Literal, Mapping
+from typing import Any, Callable, ClassVar, Literal, Mapping
 
 STREAMS: tuple[str, ...] = ("principals", "memberships", "resources", "grants")
 
@@ -43,9 +43,63 @@ def utc_iso(value: datetime | float | int | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def canonical_json(obj: Any) -> str:
-    """Sorted keys, no insignificant white space, non-ASCII kept (UTF-8 on disk)."""
+def _canonical_json_reference(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _make_fast_canonical_json() -> Callable[[Any], str] | None:
+    """:func:`_canonical_json_reference` without its per-call set-up, or None (no C encoder).
+
+    ``json.dumps`` with options builds a ``JSONEncoder`` and a C encoder on every call, which
+    costs more than encoding a small record; this builds the C encoder once, exactly as
+    ``JSONEncoder.iterencode`` would for these options, except that it keeps no ``markers``
+    (the circular-reference check: a dict shared between calls would not be thread-safe). Only
+    valid data gets a result from it: on any error (circular data included, which overflows the
+    recursion limit instead) the reference is called, so the exception is the reference's own.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    encode_str = json.encoder.encode_basestring  # the C version when the accelerator exists
+    if make is None:
+        return None
+    options = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        c_encode = make(
+            None, options.default, encode_str, None, options.key_separator, options.item_separator,
+            options.sort_keys, options.skipkeys, options.allow_nan,
+        )
+        c_encode({"a": [1, "é", None, True, 1.5]}, 0)
+    except Exception:  # pragma: no cover - a json module with another C signature
+        return None
+    join = "".join
+    reference = _canonical_json_reference
+
+    def fast(obj: Any) -> str:
+        if type(obj) is str:
+            return encode_str(obj)
+        try:
+            return join(c_encode(obj, 0))
+        except Exception:
+            return reference(obj)  # raises the reference's exception (or, never seen, returns its text)
+
+    return fast
+
+
+_CANONICAL_DOC = """Sorted keys, no insignificant white space, non-ASCII kept (UTF-8 on disk).
+
+    Exactly ``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    allow_nan=False)``, text and exceptions alike (a test compares), only faster.
+    """
+
+
+def canonical_json(obj: Any) -> str:  # the fallback when there is no C encoder
+    return _canonical_json_reference(obj)
+
+
+_fast_canonical_json = _make_fast_canonical_json()
+if _fast_canonical_json is not None:
+    _fast_canonical_json.__name__ = _fast_canonical_json.__qualname__ = "canonical_json"
+    canonical_json = _fast_canonical_json  # type: ignore[assignment]
+canonical_json.__doc__ = _CANONICAL_DOC
 
 
 class _Builder:

@@ -26,10 +26,10 @@ import re
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 from zoneinfo import ZoneInfo
 
-from evidence.model import STREAMS, Record, field_names
+from evidence.model import STREAMS, Record, canonical_json, field_names
 
 __all__ = [
     "COLUMNS_FILE",
@@ -40,6 +40,7 @@ __all__ = [
     "TableWriter",
     "columns_for",
     "excel_text_id",
+    "line_and_row_function",
     "safe_cell",
 ]
 
@@ -54,7 +55,6 @@ ID_FIELDS = frozenset(
     {"id", "group_id", "member_id", "resource_id", "principal_id", "grant_id", "owners", "inherited_from"}
 )
 
-_BUFFER = 1 << 20
 _BOM = "\ufeff"
 
 # ---------------------------------------------------------------------------------------------
@@ -145,8 +145,11 @@ def _scalar_text(value: Any) -> str:
     return str(value)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+# ``json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)``
+# without building an encoder per call (``encode`` still makes a fresh C encoder each time).
+_json: Callable[[Any], str] = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+).encode
 
 
 def _cell(value: Any) -> Any:
@@ -209,8 +212,8 @@ def _format_local(dt: datetime) -> str:
     )
 
 
-def _local_converter(tz: ZoneInfo) -> Callable[[Any], str]:
-    """``<name>_local`` for zone *tz*: ``YYYY-MM-DD HH:MM:SS +09:00``, empty if unparseable."""
+def _local_text_converter(tz: ZoneInfo) -> Callable[[str], str]:
+    """:func:`_local_converter` for a non-empty ``str`` only (cached)."""
 
     @lru_cache(maxsize=1 << 14)
     def convert_text(value: str) -> str:
@@ -224,6 +227,13 @@ def _local_converter(tz: ZoneInfo) -> Callable[[Any], str]:
             return _format_local(dt.astimezone(tz))
         except (OverflowError, ValueError):
             return ""
+
+    return convert_text
+
+
+def _local_converter(tz: ZoneInfo) -> Callable[[Any], str]:
+    """``<name>_local`` for zone *tz*: ``YYYY-MM-DD HH:MM:SS +09:00``, empty if unparseable."""
+    convert_text = _local_text_converter(tz)
 
     def convert(value: Any) -> str:
         if type(value) is not str or not value:
@@ -270,6 +280,249 @@ def _converters(stream: str, tz: ZoneInfo) -> tuple[tuple[str, Callable[[Any], A
         else:
             spec.append((name, _cell))
     return tuple(spec)
+
+
+# The row of a record is what ``csv.writer`` makes of
+# ``[convert(data.get(name)) for name, convert in _converters(...)]`` (the reference above; tests
+# compare). That costs a Python call per cell and a ``writerow``, mostly spent on values that
+# need neither conversion nor quoting, so each stream gets functions generated from its columns:
+# the common values (str, None, bool, int, a list of str, an attributes dict) are converted
+# inline and the line is joined directly when no cell needs quoting (the attributes cell, last
+# and JSON, is quoted by hand); anything else goes through the converters and the csv module.
+#
+# * :func:`_row_function` – ``row(data)``: the CSV line of any record (what TableWriter.write uses);
+# * :func:`line_and_row_function` – ``f(key, data)``: the record's JSONL line (``Record.line()``)
+#   and its CSV line together, each value looked at once; None for anything but a plain dict of
+#   exactly the stream's fields holding common values (the bundle writer then takes the general
+#   path). Its JSON pieces are what ``canonical_json`` writes for those values.
+
+_AS_TEXT = """\
+        if not isinstance(v, str):
+            v = str(v)  # what the csv module writes for a number
+"""
+_ROW_ORDINARY = """\
+    v = get({name!r})
+    if type(v) is str:
+        if v and v[0] in triggers:
+            v = "'" + v
+    elif v is None:
+        v = ""
+    elif v is True:
+        v = "true"
+    elif v is False:
+        v = "false"
+    elif type(v) is int:
+        v = int_text(v)
+    else:
+        v = cell(v)
+""" + _AS_TEXT + """\
+    c{i} = v
+"""
+_ROW_ID = """\
+    v = get({name!r})
+    if type(v) is str:
+        if v:
+            v = text_id(v)
+    elif v is None:
+        v = ""
+    elif type(v) is list:
+        try:
+            v = text_id("; ".join(v))  # only str items join; excel_text_id is pure, so cached
+        except TypeError:
+            v = id_cell(v)
+""" + _AS_TEXT.replace("        ", "            ") + """\
+    else:
+        v = id_cell(v)
+""" + _AS_TEXT + """\
+    c{i} = v
+"""
+_ROW_TIMESTAMP = """\
+    v = get({name!r})
+    if type(v) is str:
+        if v:
+            c{j} = local(v)
+            if v[0] in triggers:
+                v = "'" + v
+        else:
+            c{j} = ""
+    else:
+        c{j} = ""
+        v = "" if v is None else cell(v)
+""" + _AS_TEXT + """\
+    c{i} = v
+"""
+_ROW_ATTRIBUTES = """\
+    v = get({name!r})
+    if type(v) is dict and not v:
+        v = ""
+    elif v is None:
+        v = ""
+    else:
+        v = cell(v)
+""" + _AS_TEXT + """\
+    c{i} = v
+"""
+
+# f(key, data): j<n> is the JSON of the n-th field in sorted order, c<n> (and l<n>) its cells
+_BOTH_ORDINARY = """\
+        v = data[{name!r}]
+        if type(v) is str:
+            j{n} = encode_str(v)
+            c{n} = "'" + v if v and v[0] in triggers else v
+        elif v is None:
+            j{n} = "null"
+            c{n} = ""
+        elif v is True:
+            j{n} = c{n} = "true"
+        elif v is False:
+            j{n} = c{n} = "false"
+        elif type(v) is int:
+            j{n} = c{n} = int_text(v)
+        elif type(v) is list:
+            j{n} = "[" + ",".join(map(encode_str, v)) + "]"  # TypeError unless all items are str
+            c{n} = "; ".join(v)
+            if c{n} and c{n}[0] in triggers:
+                c{n} = "'" + c{n}
+        else:
+            return None
+"""
+_BOTH_ID = """\
+        v = data[{name!r}]
+        if type(v) is str:
+            j{n} = encode_str(v)
+            c{n} = text_id(v) if v else ""
+        elif v is None:
+            j{n} = "null"
+            c{n} = ""
+        elif type(v) is list:
+            j{n} = "[" + ",".join(map(encode_str, v)) + "]"  # TypeError unless all items are str
+            c{n} = text_id("; ".join(v))
+        elif v is True:
+            j{n} = c{n} = "true"
+        elif v is False:
+            j{n} = c{n} = "false"
+        elif type(v) is int:
+            j{n} = int_text(v)
+            c{n} = text_id(j{n})
+        else:
+            return None
+"""
+_BOTH_TIMESTAMP = """\
+        v = data[{name!r}]
+        if type(v) is str:
+            j{n} = encode_str(v)
+            if v:
+                l{n} = local(v)
+                c{n} = "'" + v if v[0] in triggers else v
+            else:
+                c{n} = l{n} = ""
+        elif v is None:
+            j{n} = "null"
+            c{n} = l{n} = ""
+        else:
+            return None
+"""
+_BOTH_ATTRIBUTES = """\
+        v = data[{name!r}]
+        if type(v) is dict:
+            if v:
+                j{n} = c{n} = encode(v)
+            else:
+                j{n} = "{{}}"
+                c{n} = ""
+        elif v is None:
+            j{n} = "null"
+            c{n} = ""
+        else:
+            return None
+"""
+_ROW_END = """\
+    head = ",".join(({head},))
+    if '"' in head or "\\r" in head or "\\n" in head or head.count(",") != {commas}:
+        return {ret}slow([{cells}])
+    last = {last}
+    if not last:
+        return {ret}head + ",\\r\\n"
+    if '"' in last or "," in last or "\\r" in last or "\\n" in last:
+        return {ret}head + ',"' + last.replace('"', '""') + '"\\r\\n'
+    return {ret}head + "," + last + "\\r\\n"
+"""
+
+
+def _csv_line(cells: list[Any]) -> str:
+    """One CSV line as :func:`csv.writer` writes it (excel dialect: CRLF, minimal quoting)."""
+    sink = _Lines()
+    csv.writer(sink).writerow(cells)
+    return sink.lines[0]
+
+
+def _generated(source: list[str], name: str, tz: ZoneInfo) -> Any:
+    namespace: dict[str, Any] = {
+        "triggers": _FORMULA_TRIGGERS, "cell": _cell, "id_cell": _id_cell, "text_id": _cached_text_id,
+        "local": _local_text_converter(tz), "int_text": int.__repr__, "slow": _csv_line,
+        "encode_str": json.encoder.encode_basestring, "encode": canonical_json,
+    }
+    exec(compile("\n".join(source), f"<{name}>", "exec"), namespace)  # noqa: S102 - our own templates
+    return namespace["f"]
+
+
+def _row_end(cells: list[str], ret: str = "") -> str:
+    if len(cells) < 2:  # pragma: no cover - every model has at least two fields
+        raise ValueError("too few columns")
+    return _ROW_END.format(
+        head=", ".join(cells[:-1]), commas=len(cells) - 2, cells=", ".join(cells), last=cells[-1], ret=ret
+    )
+
+
+def _row_function(stream: str, tz: ZoneInfo) -> Callable[[Mapping[str, Any]], str]:
+    """``row(data)``: the CSV line (CRLF included) of one record of *stream*."""
+    source = ["def f(data):", "    get = data.get"]
+    cells: list[str] = []
+    for name in field_names(stream):
+        i = len(cells)
+        if name in TIMESTAMP_FIELDS:
+            source.append(_ROW_TIMESTAMP.format(name=name, i=i, j=i + 1))
+            cells += [f"c{i}", f"c{i + 1}"]
+            continue
+        template = (
+            _ROW_ATTRIBUTES if name == "attributes" else _ROW_ID if name in ID_FIELDS else _ROW_ORDINARY
+        )
+        source.append(template.format(name=name, i=i))
+        cells.append(f"c{i}")
+    source.append(_row_end(cells))
+    return _generated(source, f"{stream} row", tz)
+
+
+def line_and_row_function(
+    stream: str, tz: ZoneInfo
+) -> Callable[[str, dict[str, Any]], tuple[str, str] | None]:
+    """``f(key, data)`` → ``(Record(stream, key, data).line(), CSV line)``, or None (see above).
+
+    The caller passes a ``str`` key and a ``dict`` data only.
+    """
+    names = field_names(stream)
+    ordered = sorted(names)  # the order json's sort_keys gives (str keys)
+    source = ["def f(key, data):", f"    if len(data) != {len(names)}:", "        return None", "    try:"]
+    cells: list[str] = []
+    for name in names:
+        n = ordered.index(name)
+        if name in TIMESTAMP_FIELDS:
+            source.append(_BOTH_TIMESTAMP.format(name=name, n=n))
+            cells += [f"c{n}", f"l{n}"]
+            continue
+        template = (
+            _BOTH_ATTRIBUTES if name == "attributes" else _BOTH_ID if name in ID_FIELDS else _BOTH_ORDINARY
+        )
+        source.append(template.format(name=name, n=n))
+        cells.append(f"c{n}")
+    source += ["    except (KeyError, TypeError):", "        return None"]  # another field; a list of non-str
+    parts = ["'{\"key\":'", "encode_str(key)"]
+    for n, name in enumerate(ordered):
+        parts += [repr((',"record":{' if n == 0 else ",") + json.encoder.encode_basestring(name) + ":"), f"j{n}"]
+    parts.append(repr("}}"))
+    source.append(f"    line = \"\".join(({', '.join(parts)}))")
+    source.append(_row_end(cells, ret="line, "))
+    return _generated(source, f"{stream} line and row", tz)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,15 +776,54 @@ COLUMN_DICTIONARY: dict[str, dict[str, dict[str, str]]] = {
 # ---------------------------------------------------------------------------------------------
 
 
-def _open_csv(path: Path, buffering: int = -1) -> Any:
-    """A text file for :mod:`csv`, BOM already written.
+#: Rows of one table collected (as text) before they are encoded and handed to the file in one
+#: piece: about 100–300 KiB of CSV, few enough writes that the file's cost per call vanishes.
+_ROWS_PER_CHUNK = 1024
 
-    The BOM is written by hand rather than with the ``utf-8-sig`` codec: that codec's incremental
-    encoder is pure Python and costs a call per row, the plain ``utf-8`` one is native.
-    """
-    fh = open(path, "w", encoding="utf-8", newline="", buffering=buffering)
-    fh.write(_BOM)
-    return fh
+
+class BinarySink(Protocol):
+    def write(self, data: bytes, /) -> Any: ...
+
+    def close(self) -> Any: ...
+
+
+def _open_binary(path: Path) -> BinarySink:
+    return open(path, "wb")
+
+
+class _Lines:
+    """What :func:`csv.writer` writes to: each formatted row is appended to ``lines``."""
+
+    __slots__ = ("lines", "write")
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.write = self.lines.append
+
+
+class _Table:
+    """One table being written: its file, its row function and the rows not yet handed over."""
+
+    __slots__ = ("file", "lines", "row")
+
+    def __init__(self, file: BinarySink, row: Callable[[Mapping[str, Any]], str]):
+        self.file = file
+        self.row = row
+        self.lines: list[str] = []
+
+    def add(self, text: str) -> None:
+        lines = self.lines
+        lines.append(text)
+        if len(lines) >= _ROWS_PER_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.lines:
+            # UTF-8 like the text file the tables used to be written through; a string that
+            # cannot be encoded (a lone surrogate) raises here rather than in ``write``
+            data = "".join(self.lines).encode("utf-8")
+            self.lines.clear()
+            self.file.write(data)
 
 
 class TableWriter:
@@ -540,12 +832,19 @@ class TableWriter:
     Each stream's file is opened on its first record (header row first). :meth:`close` writes a
     header-only file for every stream that got no records and the data dictionary
     ``columns.csv``, so a finished directory always holds the same five files.
+
+    Rows are formatted as they come and reach the file in chunks of :data:`_ROWS_PER_CHUNK`.
+    ``opener(path)`` opens each file for binary writing (``write(bytes)``, ``close()``); the
+    bundle writer passes one that hashes and writes on a background thread.
     """
 
-    def __init__(self, directory: Path, tz: ZoneInfo) -> None:
+    def __init__(
+        self, directory: Path, tz: ZoneInfo, *, opener: Callable[[Path], BinarySink] | None = None
+    ) -> None:
         self.directory = Path(directory)
         self.tz = tz
-        self._open: dict[str, tuple[Any, Any, tuple[tuple[str, Callable[[Any], Any]], ...]]] = {}
+        self._opener = opener or _open_binary
+        self._open: dict[str, _Table] = {}
         self._paths: list[Path] | None = None
 
     def __enter__(self) -> "TableWriter":
@@ -557,26 +856,38 @@ class TableWriter:
     def path(self, stream: str) -> Path:
         return self.directory / f"{stream}.csv"
 
-    def _start(self, stream: str) -> tuple[Any, Any, tuple[tuple[str, Callable[[Any], Any]], ...]]:
+    def _start(self, stream: str) -> _Table:
         if self._paths is not None:
             raise ValueError("TableWriter is closed")
         header = columns_for(stream)  # raises on an unknown stream
+        row = _row_function(stream, self.tz)
         self.directory.mkdir(parents=True, exist_ok=True)
-        fh = _open_csv(self.path(stream), buffering=_BUFFER)
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        entry = (fh, writer.writerow, _converters(stream, self.tz))
-        self._open[stream] = entry
-        return entry
+        file = self._opener(self.path(stream))
+        table = self._open[stream] = _Table(file, row)
+        table.lines.append(_BOM + _csv_line(header))
+        return table
 
     def write(self, record: Record) -> None:
         """Append one row for *record* to its stream's table."""
         try:
-            _, writerow, spec = self._open[record.stream]
+            table = self._open[record.stream]
         except KeyError:
-            _, writerow, spec = self._start(record.stream)
-        get = record.data.get
-        writerow([convert(get(name)) for name, convert in spec])
+            table = self._start(record.stream)
+        lines = table.lines
+        lines.append(table.row(record.data))
+        if len(lines) >= _ROWS_PER_CHUNK:
+            table.flush()
+
+    def table(self, stream: str) -> "_Table":
+        """The table of *stream* (opened if need be), for rows the caller formats itself.
+
+        ``table.add(text)`` appends one line (CRLF included) exactly as :meth:`write` would
+        have made it, for a caller that made it with :func:`line_and_row_function`.
+        """
+        try:
+            return self._open[stream]
+        except KeyError:
+            return self._start(stream)
 
     def close(self) -> list[Path]:
         """Close every table, write the missing ones and ``columns.csv``; return all five paths."""
@@ -586,12 +897,14 @@ class TableWriter:
             for stream in STREAMS:
                 if stream not in self._open:
                     self._start(stream)
+            for table in self._open.values():
+                table.flush()
             self._write_columns()
         finally:
             errors: list[BaseException] = []
-            for fh, _, _ in self._open.values():
+            for table in self._open.values():
                 try:
-                    fh.close()
+                    table.file.close()
                 except Exception as exc:  # keep closing the others
                     errors.append(exc)
             self._open.clear()
@@ -602,17 +915,23 @@ class TableWriter:
 
     def _write_columns(self) -> None:
         tz_name = str(getattr(self.tz, "key", None) or self.tz)
-        with _open_csv(self.directory / COLUMNS_FILE) as fh:
-            writer = csv.writer(fh)
-            writer.writerow(COLUMNS_HEADER)
-            for stream in STREAMS:
-                docs = COLUMN_DICTIONARY.get(stream, {})
-                for column in _COLUMNS[stream]:
-                    doc = docs.get(column, {})
-                    writer.writerow(
-                        [stream, column]
-                        + [
-                            safe_cell(doc.get(key, "").replace("{tz}", tz_name))
-                            for key in ("ja", "en", "description_ja", "description_en")
-                        ]
-                    )
+        sink = _Lines()
+        sink.write(_BOM)
+        writer = csv.writer(sink)
+        writer.writerow(COLUMNS_HEADER)
+        for stream in STREAMS:
+            docs = COLUMN_DICTIONARY.get(stream, {})
+            for column in _COLUMNS[stream]:
+                doc = docs.get(column, {})
+                writer.writerow(
+                    [stream, column]
+                    + [
+                        safe_cell(doc.get(key, "").replace("{tz}", tz_name))
+                        for key in ("ja", "en", "description_ja", "description_en")
+                    ]
+                )
+        file = self._opener(self.directory / COLUMNS_FILE)
+        try:
+            file.write("".join(sink.lines).encode("utf-8"))
+        finally:
+            file.close()
