@@ -632,7 +632,7 @@ class BundleWriter:
             "Previous-Bag-Digest": f"sha256:{self.previous.digest}" if self.previous else "none",
         }
         if signing_key is not None:
-            info["Signing-Key-Id"] = signing_key.key_id.hex().upper()
+            info["Signing-Key-Id"] = signing_key.key_id_hex  # as minisign prints it
         _write_text(self.dir / "bag-info.txt", "".join(f"{k}: {_one_line(v)}\n" for k, v in info.items()), bom=False)
         tag_lines = "".join(
             f"{sha256_file(self.dir / n)}  {n}\n" for n in ("bag-info.txt", "bagit.txt", "manifest-sha256.txt")

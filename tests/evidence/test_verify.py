@@ -52,6 +52,8 @@ def test_signature_passes_the_real_minisign(vault_with_bags):
         )
         assert out.returncode == 0, out.stderr
         assert f"tagmanifest-sha256={bag.digest}" in out.stdout
+        key_id = next(l for l in (bag.path / "bag-info.txt").read_text().splitlines() if l.startswith("Signing-Key-Id:"))
+        assert key_id.split(": ")[1] in vault.public_key.read_text()  # the id minisign shows for the key
 
 
 def test_flipped_byte_in_payload_is_a_changed_file(vault_with_bags):
