@@ -12,6 +12,7 @@ Timestamps are UTC ISO 8601 strings (``2026-11-26T03:00:00Z``): :func:`utc_iso` 
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 import math
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -102,7 +103,7 @@ if _fast_canonical_json is not None:
 canonical_json.__doc__ = _CANONICAL_DOC
 
 
-class _Builder:
+class _Builder(ABC):
     """Shared ``to_data``: drops ``None``-free empties consistently and keeps the field order stable."""
 
     __slots__ = ()
@@ -120,8 +121,9 @@ class _Builder:
     def record(self) -> "Record":
         return Record(self.stream, self.key(), self.to_data())
 
-    def key(self) -> str:  # pragma: no cover - every builder overrides
-        raise NotImplementedError
+    @abstractmethod
+    def key(self) -> str:
+        """The record's key, unique within its stream."""
 
 
 @dataclass(frozen=True, slots=True)

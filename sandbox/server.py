@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+from abc import ABC, abstractmethod
 import socket
 import ssl
 import threading
@@ -133,7 +134,7 @@ class _Window:
         return max(wait, 0.001)
 
 
-class StandIn:
+class StandIn(ABC):
     """Base of the Google, Microsoft stand-ins. Subclasses override the marked methods."""
 
     name = "standin"
@@ -169,8 +170,9 @@ class StandIn:
     def error_response(self, req: Request, endpoint: str, status: int) -> Response:
         return Response.json({"error": {"code": status, "message": "Service Unavailable"}}, status)
 
+    @abstractmethod
     def handle(self, req: Request) -> Response:
-        raise NotImplementedError
+        """Serve one request (faults and counting already done)."""
 
     def mutate(self, op: str, args: dict[str, Any]) -> Any:
         """``POST /_sandbox/mutate {"op": …, "args": {…}}``: the organisation's mutations."""

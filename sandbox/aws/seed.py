@@ -226,23 +226,13 @@ _AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "
             "AWS_ENDPOINT_URL_S3_CONTROL", "MOTO_ACCOUNT_ID", "MOTO_IAM_LOAD_MANAGED_POLICIES")
 
 
-@contextlib.contextmanager
-def _fake_aws_env(**extra: str) -> Iterator[None]:
+def _fake_aws_env(**extra: str) -> contextlib.AbstractContextManager[None]:
     """Test-only AWS environment for the duration (saved and restored, like monkeypatch)."""
-    saved = {k: os.environ.get(k) for k in set(_AWS_ENV) | set(extra)}
-    try:
-        for k in _AWS_ENV:
-            os.environ.pop(k, None)
-        os.environ.update(FAKE_CREDENTIALS)
-        os.environ.update({"AWS_DEFAULT_REGION": HOME_REGION, "AWS_CONFIG_FILE": os.devnull,
-                           "AWS_SHARED_CREDENTIALS_FILE": os.devnull, **extra})
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    values: dict[str, str | None] = {k: None for k in _AWS_ENV}
+    values.update(FAKE_CREDENTIALS)
+    values.update({"AWS_DEFAULT_REGION": HOME_REGION, "AWS_CONFIG_FILE": os.devnull,
+                   "AWS_SHARED_CREDENTIALS_FILE": os.devnull, **extra})
+    return _override_env(values)
 
 
 @dataclass
@@ -308,10 +298,15 @@ def start_moto_server(org: Org, *, load_aws_managed_policies: bool = False) -> t
 
 
 @contextlib.contextmanager
-def _override_env(values: dict[str, str]) -> Iterator[None]:
+def _override_env(values: dict[str, str | None]) -> Iterator[None]:
+    """Set (or, for None, remove) environment variables for the duration; restore them after."""
     saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
     try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         yield
     finally:
         for k, v in saved.items():

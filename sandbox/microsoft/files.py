@@ -127,10 +127,7 @@ class _Files:
 
     def _sites_drive(self, req: Request, p: dict[str, str], token: _Token) -> Response:
         self._require(token, PERMS_FILES, sharepoint=True)
-        kind, index = self._site(p["sid"])
-        obj = self.drive_obj(kind, index)
-        return self._json(req, {"@odata.context": self._context("drives/$entity"),
-                                **self._project(obj, self._select(req, None, "drive"), list(obj))})
+        return self._drive_entity(req, *self._site(p["sid"]))
 
     def _users_drive(self, req: Request, p: dict[str, str], token: _Token) -> Response:
         self._require(token, PERMS_FILES, sharepoint=True)
@@ -140,9 +137,7 @@ class _Files:
             raise GraphError(404, "itemNotFound", "The resource could not be found.") from None
         if not isinstance(u, Person):
             raise GraphError(404, "ResourceNotFound", "User's mysite not found.")
-        obj = self.drive_obj("od", u.index)
-        return self._json(req, {"@odata.context": self._context("drives/$entity"),
-                                **self._project(obj, self._select(req, None, "drive"), list(obj))})
+        return self._drive_entity(req, "od", u.index)
 
     def _drive(self, did: str) -> tuple[str, int]:
         parsed = self.parse_drive_id(did)
@@ -152,7 +147,9 @@ class _Files:
 
     def _drives_get(self, req: Request, p: dict[str, str], token: _Token) -> Response:
         self._require(token, PERMS_FILES, sharepoint=True)
-        kind, index = self._drive(p["did"])
+        return self._drive_entity(req, *self._drive(p["did"]))
+
+    def _drive_entity(self, req: Request, kind: str, index: int) -> Response:
         obj = self.drive_obj(kind, index)
         return self._json(req, {"@odata.context": self._context("drives/$entity"),
                                 **self._project(obj, self._select(req, None, "drive"), list(obj))})
