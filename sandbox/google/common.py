@@ -91,6 +91,12 @@ class Pages:
         except (ValueError, TypeError, IndexError, UnicodeDecodeError):
             raise _invalid(location) from None
 
+    @classmethod
+    def _start(cls, ctx: _Ctx, kind: str) -> int:
+        """The offset a one-position ``pageToken`` of ``kind`` resumes from (0 without a token)."""
+        got = cls._untok(ctx.arg("pageToken"), kind, 1)
+        return got[0] if got else 0
+
     @staticmethod
     def _size(ctx: _Ctx, name: str, default: int, maximum: int, coerce: bool) -> int:
         raw = ctx.arg(name)

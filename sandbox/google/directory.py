@@ -174,8 +174,7 @@ class DirectoryMixin:
         if ctx.arg("query"):
             raise _invalid("query", "Invalid Input: query is not supported by the shoseki sandbox", reason="invalidInput")
         size = self._size(ctx, "maxResults", 100, 500, coerce=False)
-        got = self._untok(ctx.arg("pageToken"), "users", 1)
-        start = got[0] if got else 0
+        start = self._start(ctx, "users")
         body: dict[str, Any] = {"kind": "admin#directory#users", "etag": _etag(self.org.seed, "users", start, self.org.change_seq)}
         if (ctx.arg("showDeleted") or "").lower() == "true":
             return body
@@ -226,8 +225,7 @@ class DirectoryMixin:
                 raise _dir_not_found("userKey")
         size = self._size(ctx, "maxResults", 200, 200, coerce=True)
         tag = f"groups:{member_email or ''}"
-        got = self._untok(ctx.arg("pageToken"), tag, 1)
-        start = got[0] if got else 0
+        start = self._start(ctx, tag)
 
         def source() -> Iterator[tuple[int, Group]]:
             for k in range(start, len(self._groups)):
@@ -269,8 +267,7 @@ class DirectoryMixin:
         roles = {r.strip().upper() for r in (ctx.arg("roles") or "").split(",") if r.strip()}
         size = self._size(ctx, "maxResults", 200, 200, coerce=True)
         tag = f"members:{group.key}:{','.join(sorted(roles))}"
-        got = self._untok(ctx.arg("pageToken"), tag, 1)
-        start = got[0] if got else 0
+        start = self._start(ctx, tag)
         source = ((pos, (e, r)) for pos, e, r in self.org.group_members_from(group, start) if not roles or r in roles)
         items, nxt = _page(source, size)
         body: dict[str, Any] = {"kind": "admin#directory#members", "etag": _etag(self.org.seed, "members", group.key, start)}
@@ -287,8 +284,7 @@ class DirectoryMixin:
         self._require_admin(ctx)
         self._check_customer(ctx.path["customer"])
         size = self._size(ctx, "maxResults", 100, 100, coerce=False)
-        got = self._untok(ctx.arg("pageToken"), "roles", 1)
-        start = got[0] if got else 0
+        start = self._start(ctx, "roles")
         items = [{
             "kind": "admin#directory#role", "etag": _etag(self.org.seed, "role", key), "roleId": self.role_id(key),
             "roleName": key, "roleDescription": desc, "isSystemRole": True, "isSuperAdminRole": sup,
@@ -326,8 +322,7 @@ class DirectoryMixin:
                 raise _dir_not_found("userKey")
             user_index = p.index
         tag = f"ra:{role_filter or ''}:{user_index if user_index is not None else ''}"
-        got = self._untok(ctx.arg("pageToken"), tag, 1)
-        start = got[0] if got else 0
+        start = self._start(ctx, tag)
         all_assignments = self._assignments()
 
         def source() -> Iterator[tuple[int, tuple[str, int]]]:

@@ -390,8 +390,7 @@ class DriveMixin:
     def _permissions_list(self, ctx: _Ctx) -> dict[str, Any]:
         perms, shared_drive = self._permission_source(ctx)
         size = self._size(ctx, "pageSize", 100 if shared_drive else 10 ** 9, 100, coerce=True)
-        got = self._untok(ctx.arg("pageToken"), "perms:" + ctx.path["fileId"], 1)
-        start = got[0] if got else 0
+        start = self._start(ctx, "perms:" + ctx.path["fileId"])
         body: dict[str, Any] = {"kind": "drive#permissionList"}
         if start + size < len(perms):
             body["nextPageToken"] = self._tok("perms:" + ctx.path["fileId"], start + size)
@@ -416,8 +415,7 @@ class DriveMixin:
             raise _invalid("q")
         size = self._size(ctx, "pageSize", 10, 100, coerce=True)
         tag = f"drives:{int(admin_view)}:{ctx.token.subject}"
-        got = self._untok(ctx.arg("pageToken"), tag, 1)
-        start = got[0] if got else 0
+        start = self._start(ctx, tag)
 
         def source() -> Iterator[tuple[int, SharedDrive]]:
             for d in range(start, self.org.n_drives):
