@@ -61,7 +61,7 @@ def main(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
 def collect(ctx: click.Context, ids: tuple[str, ...], progress: bool | None) -> None:
     """Run connectors once (all enabled ones, or the IDS given) and seal their bags."""
     from collector.progress import ProgressPrinter
-    from collector.runner import load_signing_key, open_vault, publish_public_key, recover, run_connector
+    from collector.runner import prepare, run_connector
 
     config = _load(ctx)
     try:
@@ -72,11 +72,15 @@ def collect(ctx: click.Context, ids: tuple[str, ...], progress: bool | None) -> 
     if not entries:
         click.echo(f"no connectors configured: add a file under {config.path.parent / 'connectors'}/", err=True)
         ctx.exit(2)
-    vault = open_vault(config)
-    for r in recover(vault):
+    from evidence.signing import SigningError
+
+    try:
+        _, signing_key, recovered = prepare(config)
+    except SigningError as exc:
+        click.echo(f"signing key: {exc}", err=True)
+        ctx.exit(2)
+    for r in recovered:
         click.echo(f"recovered: {r}", err=True)
-    signing_key = _signing_key_or_exit(ctx, config, load_signing_key)
-    publish_public_key(vault, signing_key)
     printer = ProgressPrinter(sys.stderr, live=progress if progress is not None else sys.stderr.isatty())
     worst = 0
     for entry in entries:
@@ -93,16 +97,6 @@ def collect(ctx: click.Context, ids: tuple[str, ...], progress: bool | None) -> 
         if outcome.status != "complete":
             worst = max(worst, 1)
     ctx.exit(worst)
-
-
-def _signing_key_or_exit(ctx, config, loader):
-    from evidence.signing import SigningError
-
-    try:
-        return loader(config)
-    except SigningError as exc:
-        click.echo(f"signing key: {exc}", err=True)
-        ctx.exit(2)
 
 
 @main.command()

@@ -121,13 +121,10 @@ def _start_sandbox_if_needed(workdir: Path, main_config: Path, echo: Callable[[s
 
 
 def _collect_and_verify(config, echo: Callable[[str], None]) -> int:
-    from collector.runner import load_signing_key, open_vault, publish_public_key, recover, run_connector
+    from collector.runner import prepare, run_connector
     from evidence.verify import verify_vault
 
-    vault = open_vault(config)
-    recover(vault)
-    key = load_signing_key(config)
-    publish_public_key(vault, key)
+    vault, key, _ = prepare(config)
     worst = 0
     for entry in config.connectors:
         outcome = run_connector(config, entry, signing_key=key)

@@ -29,7 +29,8 @@ from connectors.base import Cancelled, ConnectorError, RunContext
 from evidence import ledger
 from evidence.bundle import BundleWriter, PreviousBag, SealedBag, collector_version, finish_interrupted_seals
 from evidence.model import RawPage, Record, utc_iso
-from evidence.vault import Vault
+from evidence.verify import tagmanifest_digest
+from evidence.vault import AlreadyRunning, Vault
 
 log = logging.getLogger("shoseki.runner")
 MAX_ERRORS_IN_RUN_JSON = 10_000
@@ -89,14 +90,22 @@ def publish_public_key(vault: Vault, signing_key) -> None:
         vault.public_key.chmod(0o644)
 
 
+def prepare(config: LoadedConfig) -> tuple[Vault, Any, list[dict[str, Any]]]:
+    """Before collecting: load the signing key (a bad key stops here, nothing written), open the
+    vault, recover what a crash left, publish the public key. Returns (vault, key, recovered)."""
+    signing_key = load_signing_key(config)
+    vault = open_vault(config)
+    recovered = recover(vault)
+    publish_public_key(vault, signing_key)
+    return vault, signing_key, recovered
+
+
 def recover(vault: Vault) -> list[dict[str, Any]]:
     """At start: finish interrupted seals, move dead runs' leftovers to ``.aborted/``, record both."""
     catalogue = Catalogue(vault)
     recovered: list[dict[str, Any]] = []
     for rel in finish_interrupted_seals(vault):
         bag = vault.root / rel
-        from evidence.verify import tagmanifest_digest
-
         catalogue.record_run(run_row_from_bag(vault, bag, tagmanifest_digest(bag)))
         recovered.append({"bag": rel, "action": "seal finished"})
     if not vault.partial.is_dir():
@@ -126,9 +135,8 @@ def recover(vault: Vault) -> list[dict[str, Any]]:
                 catalogue.record_run(row)
                 recovered.append({"run_id": run_id, "action": "moved to .aborted", "connector_id": row["connector_id"]})
                 log.warning("run %s of %s was interrupted before sealing; moved to %s", run_id, row["connector_id"], target)
-        except Exception as exc:  # AlreadyRunning: another live process owns it
-            if type(exc).__name__ != "AlreadyRunning":
-                raise
+        except AlreadyRunning:  # another live process owns it
+            continue
     return recovered
 
 
@@ -253,4 +261,4 @@ def _tick(state: Progress, ctx: RunContext, progress: Callable[[Progress], None]
     progress(state)
 
 
-__all__ = ["run_connector", "recover", "RunOutcome", "Progress", "collector_version"]
+__all__ = ["run_connector", "prepare", "recover", "RunOutcome", "Progress", "collector_version"]
