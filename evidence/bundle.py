@@ -656,6 +656,10 @@ class BundleWriter:
         }
         with self.vault.lock("ledger"):
             entry = _rename_and_record(self.vault, self.dir, rel_target, ledger_fields)
+        if self.previous is not None:
+            # only the newest bag's hashes are compared next time; older ones would pile up
+            # (16 bytes a record a run) in .state/keys. Missing ones are rebuilt from records.
+            shutil.rmtree(self.vault.state / "keys" / self.previous.run_id, ignore_errors=True)
         self.sealed = SealedBag(
             path=self.vault.root / rel_target, relpath=rel_target, digest=digest, status=status,
             run_id=self.run_id, connector_id=self.connector_id,

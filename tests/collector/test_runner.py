@@ -39,6 +39,8 @@ def test_complete_run_commits_cursor_and_records_everything(tmp_path, fake_regis
     out2 = run_connector(cfg, cfg.connectors[0])
     assert _run_json(out2)["cursor"]["before"] == {"token": "t5"}
     assert _run_json(out2)["changes_since_previous"]["principals"] == {"added": 0, "removed": 0, "changed": 0}
+    # only the newest bag's record hashes stay in .state/keys
+    assert sorted(p.name for p in (Vault(cfg.vault_path).state / "keys").iterdir()) == [out2.run_id]
     assert verify_vault(Vault(cfg.vault_path)).ok
 
 
