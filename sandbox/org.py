@@ -424,6 +424,7 @@ class Org:
         planted = {  # (person, file) -> kind, so a small tenant has every kind
             (2, 1): "anyone", (2, 2): "unapproved", (3, 1): "external_expiring", (3, 2): "anyone",
             (4, 1): "domain", (5, 1): "colleague", (6, 1): "group", (6, 2): "external", (10, 1): "expired",
+            (9, 1): "anyone", (9, 2): "external",  # 9 is a suspended leaver: shares that outlive the account
         }
         kind = planted.get((i, j))
         if kind is None:

@@ -61,6 +61,10 @@ def problems(org: Org) -> Iterator[dict[str, Any]]:
     for p in org.people():
         for f in org.user_files(p.index):
             yield from _file_problems(org, f)
+            live = [s for s in f.shares if s.expiration is None or s.expiration > REFERENCE_TIME]
+            if p.suspended and live:
+                yield {"kind": "suspended_owner_share", "subject": p.email, "where": f.id,
+                       "detail": ", ".join(sorted({s.type for s in live}))}
 
 
 def _external_kind(org: Org, email: str) -> str:

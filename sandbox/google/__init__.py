@@ -21,8 +21,9 @@ What is served
   checked against the key :meth:`GoogleStandIn.service_account_info` hands out (generated at
   start, never written anywhere), with ``iss``, ``aud`` (``token_uri``, or Google's own token URL,
   which is what google-auth signs whatever ``token_uri`` says), ``iat``/``exp``.
-  ``sub`` (domain-wide delegation) must be an existing, non-suspended person, else
-  ``400 invalid_grant "Invalid email or User ID"``; asking for a scope the delegation does not
+  ``sub`` (domain-wide delegation) must be an existing person, else
+  ``400 invalid_grant "Invalid email or User ID"`` (suspended people too when
+  ``suspended_subjects="refuse"``, see below); asking for a scope the delegation does not
   grant gives ``401 unauthorized_client``. Access tokens are random and opaque; the server keeps
   ``token → (subject, scopes, expiry)``. ``expires_in`` says 3600 while the server-side lifetime is
   ``token_ttl_s``, so a test can make a token die mid-run (the client then gets Google's 401
@@ -56,6 +57,11 @@ Decisions where the real service is not fully specified (also in the report)
   not served anywhere: not in ``permissions``, ``permissionIds``, ``shared`` nor
   ``hasAugmentedPermissions``. ``expired_shares="show"`` serves it with its past
   ``expirationTime`` (a lagging clean-up). Future expirations are served as ``expirationTime``.
+* **Suspended subjects.** Whether Google issues a delegated token for a *suspended* user is not
+  documented (reports differ by product), and leavers' shares live in exactly those accounts. By
+  default (``suspended_subjects="allow"``) the stand-in issues it, so a collector can list the
+  files; ``"refuse"`` answers ``invalid_grant`` instead, so a test can check that the collector
+  then names every unscanned account and does not call its run complete.
 * **Inheritance.** Each ``File.shares`` is the item's complete direct ACL; folder-to-child
   inheritance is not modelled. On shared-drive items the drive's members are listed as inherited
   (``permissionDetails[].inherited=true``, ``inheritedFrom=<driveId>``, ``permissionType=member``)
@@ -138,7 +144,8 @@ class GoogleStandIn(AuthMixin, DriveMixin, DirectoryMixin, BatchMixin, Pages, St
     default :data:`DEFAULT_GRANTED_SCOPES`), ``token_ttl_s`` (server-side access-token lifetime,
     default 3600), ``expires_in`` (what the token response says, default 3600),
     ``throttle_style`` (``"429"`` rateLimitExceeded or ``"403"`` userRateLimitExceeded),
-    ``expired_shares`` (``"hide"`` as Google does, or ``"show"``), ``service_account_email``,
+    ``expired_shares`` (``"hide"`` as Google does, or ``"show"``), ``suspended_subjects``
+    (``"allow"`` or ``"refuse"`` delegated tokens for suspended people), ``service_account_email``,
     ``drive_batch_limit``, ``directory_batch_limit``, ``seed`` (fault randomness).
     """
 
@@ -146,13 +153,16 @@ class GoogleStandIn(AuthMixin, DriveMixin, DirectoryMixin, BatchMixin, Pages, St
 
     def __init__(self, org: Org, *, seed: int = 0, granted_scopes: Iterable[str] | None = None,
                  token_ttl_s: float = 3600.0, expires_in: int = 3600, throttle_style: str = "429",
-                 expired_shares: str = "hide", service_account_email: str | None = None,
+                 expired_shares: str = "hide", suspended_subjects: str = "allow", service_account_email: str | None = None,
                  drive_batch_limit: int = DRIVE_BATCH_LIMIT, directory_batch_limit: int = DIRECTORY_BATCH_LIMIT):
         super().__init__(org, seed=seed)
         if throttle_style not in ("429", "403"):
             raise ValueError("throttle_style must be '429' or '403'")
         if expired_shares not in ("hide", "show"):
             raise ValueError("expired_shares must be 'hide' or 'show'")
+        if suspended_subjects not in ("allow", "refuse"):
+            raise ValueError("suspended_subjects must be 'allow' or 'refuse'")
+        self.suspended_subjects = suspended_subjects
         self.granted_scopes = frozenset(
             s if s.startswith(("https://", "openid")) else SCOPE + s for s in (granted_scopes or DEFAULT_GRANTED_SCOPES)
         )

@@ -120,7 +120,7 @@ class AuthMixin:
                 return _oauth_error(401, "unauthorized_client", "Client is unauthorized to retrieve access tokens using this "
                                     "method, or client not authorized for any of the scopes requested.")
             person = self.org.person_by_email(sub)
-            if person is None or person.suspended:
+            if person is None or (person.suspended and self.suspended_subjects == "refuse"):
                 return _oauth_error(400, "invalid_grant", "Invalid email or User ID")
             subject = person.index
         value = "ya29.sandbox-" + secrets.token_urlsafe(48)

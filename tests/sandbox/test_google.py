@@ -145,14 +145,24 @@ def test_ungranted_scope_is_unauthorized_client(env):
     assert exc.value.args[1]["error"] == "unauthorized_client"
 
 
-@pytest.mark.parametrize("who", ["suspended", "unknown"])
-def test_bad_subject_is_invalid_grant(env, who):
-    suspended = next(p for p in env.org.people() if p.suspended)
-    subject = suspended.email if who == "suspended" else "nobody.99999@example.co.jp"
-    d = env.directory(subject=subject)
+def test_unknown_subject_is_invalid_grant(env):
+    d = env.directory(subject="nobody.99999@example.co.jp")
     with pytest.raises(RefreshError) as exc:
         d.users().list(customer="my_customer").execute()
     assert exc.value.args[1] == {"error": "invalid_grant", "error_description": "Invalid email or User ID"}
+
+
+def test_suspended_subject_allowed_or_refused(env):
+    suspended = next(p for p in env.org.people() if p.suspended)
+    files = env.drive(subject=suspended.email, scopes=DRIVE_META).files().list(q=MY_DRIVE_Q).execute()["files"]
+    assert [f["name"] for f in files] == [f.name for f in env.org.user_files(suspended.index)][:100]
+    refusing = Env(env.org, suspended_subjects="refuse")
+    try:
+        with pytest.raises(RefreshError) as exc:
+            refusing.drive(subject=suspended.email, scopes=DRIVE_META).files().list(q=MY_DRIVE_Q).execute()
+        assert exc.value.args[1] == {"error": "invalid_grant", "error_description": "Invalid email or User ID"}
+    finally:
+        refusing.close()
 
 
 def test_forged_signature_is_rejected(env):
@@ -257,10 +267,9 @@ def test_walk_every_endpoint_matches_truth(clean):
     assert drive_files == truth["shared_drive_files"]
     assert file_shares == truth["shared_drive_file_shares"]
 
-    # My Drive: one impersonation per person. Suspended people cannot be impersonated (their files
-    # are reachable only as an admin through other products), so the truth is split accordingly.
+    # My Drive: one impersonation per person, suspended people included (the default).
     my_files = my_shares = 0
-    reachable = [p for p in org.people() if not p.suspended]
+    reachable = list(org.people())
     for p in reachable:
         pd = env.drive(subject=p.email, scopes=DRIVE_META)
         files, _ = walk(lambda pd=pd: pd.files().list(
@@ -274,11 +283,10 @@ def test_walk_every_endpoint_matches_truth(clean):
             assert len(owners) == 1 and owners[0]["emailAddress"] == p.email
             my_shares += len(f["permissions"]) - 1
         assert [f["name"] for f in files] == [f.name for f in org.user_files(p.index)]
-    unreachable_files = [f for p in org.people() if p.suspended for f in org.user_files(p.index)]
     expired = sum(len(f.shares) - len(visible(f.shares)) for p in reachable for f in org.user_files(p.index))
     assert expired >= 1  # the planted expired share exists and is not served (Google deletes it)
-    assert my_files + len(unreachable_files) == truth["my_drive_files"]
-    assert my_shares + expired + sum(len(f.shares) for f in unreachable_files) == truth["my_drive_shares"]
+    assert my_files == truth["my_drive_files"]
+    assert my_shares + expired == truth["my_drive_shares"]
 
     stats = env.standin.stats.snapshot()
     assert stats["calls"]["batch"] == truth["shared_drives"]
