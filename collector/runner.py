@@ -29,6 +29,7 @@ from connectors.base import Cancelled, ConnectorError, RunContext
 from evidence import ledger
 from evidence.bundle import BundleWriter, PreviousBag, SealedBag, collector_version, finish_interrupted_seals
 from evidence.model import RawPage, Record, utc_iso
+from evidence.reader import BaseBundle
 from evidence.verify import tagmanifest_digest
 from evidence.vault import AlreadyRunning, Vault
 
@@ -169,10 +170,11 @@ def run_connector(
                 vault, run_id=run_id, connector_id=entry.id, connector_type=entry.type, started=started,
                 tz=config.tz, organization=config.main.organization.name, previous=previous,
             )
-            cursor_before = catalogue.cursor(entry.id)
+            cursor_before, cursor_run = catalogue.cursor_entry(entry.id)
             ctx = RunContext(
                 run_id=run_id, connector_id=entry.id, started=started, organization=config.organization,
                 cursor=cursor_before, cancel_event=cancel_event, raw_sink=writer.write_raw,
+                base=_base_bundle(vault, catalogue, cursor_run),
             )
             outcome = _collect(entry, ctx, writer, clients, progress, progress_interval)
             fatal, reasons = outcome
@@ -219,6 +221,16 @@ def run_connector(
             note.unlink(missing_ok=True)
             log.info("sealed %s: %s, %s", entry.id, sealed.status, sealed.relpath)
             return RunOutcome(entry.id, run_id, sealed.status, reasons, sealed)
+
+
+def _base_bundle(vault: Vault, catalogue: Catalogue, run_id: str | None) -> BaseBundle | None:
+    """The complete bag whose cursor is the committed one: what an incremental run builds on."""
+    if run_id is None:
+        return None
+    row = catalogue.run(run_id)
+    if not row or row.get("status") != "complete" or not row.get("bag") or not row.get("digest"):
+        return None
+    return BaseBundle(vault.root / row["bag"], row["digest"], run_id, row["bag"])
 
 
 def _collect(entry, ctx, writer, clients, progress, interval) -> tuple[BaseException | None, list[str]]:

@@ -8,6 +8,8 @@ from pathlib import Path
 STARTER = {
     "shoseki.toml": "shoseki.toml",
     "connectors/local-files.toml.example": "local-files.toml.example",
+    "connectors/google-directory.toml.example": "google-directory.toml.example",
+    "connectors/google-drive.toml.example": "google-drive.toml.example",
 }
 
 

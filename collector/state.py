@@ -38,9 +38,18 @@ class Catalogue:
             )
 
     def cursor(self, connector_id: str) -> Any:
+        return self.cursor_entry(connector_id)[0]
+
+    def cursor_entry(self, connector_id: str) -> tuple[Any, str | None]:
+        """The committed cursor and the run (a complete one) that committed it."""
         with self._db() as db:
             doc = db.table("cursors").get(Query().connector_id == connector_id)
-        return None if doc is None else doc["cursor"]
+        return (None, None) if doc is None else (doc["cursor"], doc.get("run_id"))
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        with self._db() as db:
+            doc = db.table("runs").get(Query().run_id == run_id)
+        return None if doc is None else dict(doc)
 
     def runs(self, connector_id: str | None = None) -> list[dict[str, Any]]:
         with self._db() as db:

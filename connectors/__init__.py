@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from connectors.base import Connector
 
 REGISTRY: dict[str, str] = {
+    "google_directory": "connectors.google_directory:GoogleDirectoryConnector",
+    "google_drive": "connectors.google_drive:GoogleDriveConnector",
     "local_files": "connectors.local_files:LocalFilesConnector",
 }
 

@@ -160,6 +160,9 @@ class RunContext:
 
     ``cursor`` is the last *committed* cursor (a deep copy: changing it changes nothing);
     :meth:`set_cursor` proposes the next one, committed only if the run seals ``complete``.
+    ``base`` is the complete bag that committed that cursor (an ``evidence.reader.BaseBundle``,
+    or None): an incremental connector applies its changes to that bag's records, after
+    ``base.verify()``.
     """
 
     def __init__(
@@ -173,6 +176,7 @@ class RunContext:
         logger: logging.Logger | None = None,
         cancel_event: threading.Event | None = None,
         raw_sink: Callable[[RawPage], None] | None = None,
+        base: Any = None,
     ):
         self.run_id = run_id
         self.connector_id = connector_id
@@ -195,6 +199,7 @@ class RunContext:
         self.sources: list[dict[str, Any]] = []
         self.notes: dict[str, Any] = {}
         self.identity: str | None = None
+        self.base = base  # evidence.reader.BaseBundle: the complete bag that committed ``cursor``
 
     # -- read-only view -------------------------------------------------------------------
     @property
@@ -268,6 +273,12 @@ class Connector(ABC):
     def make_clients(cls, config: ConnectorConfig) -> Any:
         """Build the provider clients from config (tests pass their own instead)."""
         return None
+
+    def ensure_clients(self) -> Any:
+        """The clients given, or built from config on first use."""
+        if self.clients is None:
+            self.clients = self.make_clients(self.config)
+        return self.clients
 
     @abstractmethod
     def check(self) -> CheckResult:

@@ -49,6 +49,7 @@ class SandboxEnv:
     google: bool = True
     microsoft: bool = True
     aws: bool = True
+    google_options: dict[str, Any] = field(default_factory=dict)  # GoogleStandIn options (faults, token_ttl_s …)
     org: Org = field(init=False)
     endpoints: dict[str, Any] = field(init=False, default_factory=dict)
     _closers: list[Callable[[], None]] = field(init=False, default_factory=list)
@@ -76,7 +77,7 @@ class SandboxEnv:
     def _start_google(self, creds: Path) -> None:
         from sandbox import google
 
-        server, standin = google.start(self.org)
+        server, standin = google.start(self.org, **self.google_options)
         self._closers.append(server.close)
         self.google_standin = standin
         key = _write_secret(creds / "google-service-account.json", json.dumps(standin.service_account_info(), indent=2))
@@ -158,3 +159,41 @@ class SandboxEnv:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _google_directory_template(env: SandboxEnv) -> str:
+    google = env.endpoints.get("google")
+    if google is None:  # started without the Google stand-in: nothing to point at
+        return "# google_directory: the sandbox was started without the Google stand-in\n"
+    return (
+        "# Written by the shoseki sandbox: the Google Workspace directory of the sandbox organisation.\n"
+        "[[connector]]\n"
+        'id = "google-directory"\n'
+        'type = "google_directory"\n'
+        'schedule = "0 2 * * *"\n'
+        f"service_account_key_file = {json.dumps(google['service_account_key_file'])}\n"
+        f"admin_subject = {json.dumps(google['admin_subject'])}\n"
+        f"customer = {json.dumps(google['customer'])}\n"
+        f"root_url = {json.dumps(google['root_url'])}\n"
+    )
+
+
+def _google_drive_template(env: SandboxEnv) -> str:
+    google = env.endpoints.get("google")
+    if google is None:
+        return "# google_drive: the sandbox was started without the Google stand-in\n"
+    return (
+        "# Written by the shoseki sandbox: every My Drive and shared drive of the sandbox organisation.\n"
+        "[[connector]]\n"
+        'id = "google-drive"\n'
+        'type = "google_drive"\n'
+        'schedule = "30 2 * * *"\n'
+        f"service_account_key_file = {json.dumps(google['service_account_key_file'])}\n"
+        f"admin_subject = {json.dumps(google['admin_subject'])}\n"
+        f"customer = {json.dumps(google['customer'])}\n"
+        f"root_url = {json.dumps(google['root_url'])}\n"
+    )
+
+
+CONNECTOR_TEMPLATES["google_directory"] = _google_directory_template
+CONNECTOR_TEMPLATES["google_drive"] = _google_drive_template

@@ -21,14 +21,17 @@ def test_demo_leaves_a_vault_that_verifies_everywhere(demo_run):
     cwd, run = demo_run
     first = run()
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "collected files-demo: complete" in first.stdout
+    for connector in ("files-demo", "google-directory", "google-drive"):  # the sandbox's connectors too
+        assert f"collected {connector}: complete" in first.stdout, first.stdout
     assert "verify: OK" in first.stdout
-    second = run()  # a second bag, chained to the first
+    second = run()  # a second bag per connector, chained to the first (Drive: an incremental one)
     assert second.returncode == 0, second.stdout + second.stderr
     vault = cwd / "vault"
-    bags = sorted(p for p in vault.glob("2*/2*/*") if p.is_dir())
+    all_bags = sorted(p for p in vault.glob("2*/2*/*") if p.is_dir())
+    assert len(all_bags) == 6
+    bags = [b for b in all_bags if "_files-demo_" in b.name]
     assert len(bags) == 2
-    for bag in bags:
+    for bag in all_bags:
         bagit.Bag(str(bag)).validate()
     verify = subprocess.run(
         [sys.executable, "-m", "collector.cli", "--config", "shoseki-demo/config/shoseki.toml", "verify"],

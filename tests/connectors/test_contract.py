@@ -25,7 +25,31 @@ def _local_files_case(tmp_path):
     return {"roots": [str(root)]}, None
 
 
+_STARTED: list = []  # sandboxes the cases started; the test stops them when it ends
+
+
+def _stop_started() -> None:
+    while _STARTED:
+        _STARTED.pop().close()
+
+
+def _google_directory_case(tmp_path):
+    from sandbox.env import SandboxEnv
+
+    env = SandboxEnv(tmp_path / "sandbox", microsoft=False, aws=False).start()
+    _STARTED.append(env)
+    google = env.endpoints["google"]
+    return {k: google[k] for k in ("service_account_key_file", "admin_subject", "root_url")}, None
+
+
+def _google_drive_case(tmp_path):
+    options, clients = _google_directory_case(tmp_path)
+    return {**options, "workers": 4}, clients
+
+
 CASES = {
+    "google_directory": _google_directory_case,
+    "google_drive": _google_drive_case,
     "local_files": _local_files_case,
 }
 
@@ -49,7 +73,8 @@ def _snapshot(cls, config, clients, cursor=None):
 
 
 @pytest.mark.parametrize("kind", sorted(REGISTRY))
-def test_every_connector_keeps_the_contract(kind, tmp_path):
+def test_every_connector_keeps_the_contract(kind, tmp_path, request):
+    request.addfinalizer(_stop_started)
     assert kind in CASES, f"connector {kind} has no contract case in tests/connectors/test_contract.py"
     cls = connector_class(kind)
     module = importlib.import_module(cls.__module__)

@@ -75,7 +75,7 @@ def test_demo_starts_the_sandbox_for_connectors_that_have_a_template(tmp_path, m
         seen["users"] = env.org.n
         return files_connector(extra, "files-sandbox")
 
-    monkeypatch.setitem(env_mod.CONNECTOR_TEMPLATES, "local_files", template)
+    monkeypatch.setattr(env_mod, "CONNECTOR_TEMPLATES", {"local_files": template})
     lines = []
     assert run_demo(tmp_path / "demo", tmp_path / "vault", echo=lines.append) == 0
     text = "\n".join(lines)
