@@ -46,6 +46,8 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+# this file is named google.py: keep its folder off the path so ``import google.auth`` still works
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 
 from sandbox.org import REFERENCE_TIME, Org  # noqa: E402

@@ -346,7 +346,7 @@ class GoogleClients:
                     raise AuthenticationError(f"the service-account key cannot be used: {exc}") from None
                 self._base_creds[scopes] = base
             creds = self._creds[key] = base.with_subject(subject)
-            if len(self._creds) > 4096:
+            if len(self._creds) > 512:  # a user's pages reuse theirs; a full run meets each user once
                 self._creds.popitem(last=False)
             return creds
 

@@ -58,7 +58,7 @@ decision). ``admin_subject`` must be an administrator allowed to read users, gro
 
 from __future__ import annotations
 
-from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -341,29 +341,37 @@ class GoogleDirectoryConnector(Connector):
                    fields=MEMBER_FIELDS, batch_size=cfg.batch_size)
         seen: set[str] = set()   # extra principals already yielded (external members, the customer)
         listed_groups = set(group_email.values())
-        queue: deque[tuple[str, str, str | None]] = deque((gid, email, None) for gid, email in groups)
-        while queue:
-            chunk = [queue.popleft() for _ in range(min(cfg.batch_size, len(queue)))]
+
+        def send(chunk: list[tuple[str, str, str | None]]) -> dict[str, Any]:
             calls = []
             for gid, _email, token in chunk:
                 params: dict[str, Any] = {"groupKey": gid, "maxResults": MEMBERS_PAGE, "fields": MEMBER_FIELDS}
                 if token:
                     params["pageToken"] = token
                 calls.append((gid, svc.members().list(**params), params))
-            results = clients.batch(ctx, "directory", endpoint, calls, subject=cfg.admin_subject, scopes=READ_SCOPES,
-                                    size=cfg.batch_size)
-            follow: list[tuple[str, str, str | None]] = []
-            for gid, email, _token in chunk:  # in listing order, whatever order the batch answered in
-                answer = results.get(gid)
-                if isinstance(answer, ConnectorFailure) or answer is None:
-                    error = answer.error if answer is not None else "no answer"
-                    ctx.error(f"group {email} members", str(error))
-                    continue
-                for m in answer.get("members") or []:
-                    yield from self._member(m, email, listed_groups, external_users, org, seen)
-                if answer.get("nextPageToken"):
-                    follow.append((gid, email, answer["nextPageToken"]))
-            queue.extendleft(reversed(follow))  # next pages go in the next batch
+            return clients.batch(ctx, "directory", endpoint, calls, subject=cfg.admin_subject, scopes=READ_SCOPES,
+                                 size=cfg.batch_size)
+
+        # Rounds: every group's first page, then the next pages of the groups that have more. The
+        # batches of a round are sent by ``workers`` threads (so one batch's round trip overlaps
+        # the quota wait of the next) and read in listing order, whatever order they answer in.
+        pending: list[tuple[str, str, str | None]] = [(gid, email, None) for gid, email in groups]
+        with ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="shoseki-directory") as pool:
+            while pending:
+                chunks = [pending[n:n + cfg.batch_size] for n in range(0, len(pending), cfg.batch_size)]
+                follow: list[tuple[str, str, str | None]] = []
+                for chunk, results in zip(chunks, pool.map(send, chunks)):
+                    for gid, email, _token in chunk:
+                        answer = results.get(gid)
+                        if isinstance(answer, ConnectorFailure) or answer is None:
+                            error = answer.error if answer is not None else "no answer"
+                            ctx.error(f"group {email} members", str(error))
+                            continue
+                        for m in answer.get("members") or []:
+                            yield from self._member(m, email, listed_groups, external_users, org, seen)
+                        if answer.get("nextPageToken"):
+                            follow.append((gid, email, answer["nextPageToken"]))
+                pending = follow
 
     @staticmethod
     def _member(m: dict[str, Any], group: str, listed_groups: set[str], external_users: set[str],
