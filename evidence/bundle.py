@@ -25,6 +25,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 import weakref
 from collections import Counter
 from dataclasses import dataclass
@@ -438,6 +439,7 @@ class BundleWriter:
         self._records: dict[str, _RecordFile] = {}
         self._raw: dict[str, _LineFile] = {}
         self._raw_pages: dict[str, int] = Counter()
+        self._lock = threading.Lock()
         self._tables: list[tuple[int, str]] = []
         self.tables = TableWriter(self.data / "tables", tz, opener=self._open_table)
         self.sealed: SealedBag | None = None
@@ -467,6 +469,10 @@ class BundleWriter:
 
     # -- streaming ------------------------------------------------------------------------
     def write(self, record: Record) -> None:
+        with self._lock:  # one pipe to the writer helper: a raw page from a worker thread must not interleave
+            self._write(record)
+
+    def _write(self, record: Record) -> None:
         out = self._records.get(record.stream)
         if out is None:
             out = self._record_file(record.stream)
@@ -488,15 +494,21 @@ class BundleWriter:
         out.count += 1
 
     def write_raw(self, page: RawPage) -> None:
-        name = _endpoint_file(page.endpoint)
+        """One API page; may be called from any thread (connectors' client pools do)."""
+        line = page.line().encode()
+        with self._lock:
+            self._write_raw(page.endpoint, line)
+
+    def _write_raw(self, endpoint: str, line: bytes) -> None:
+        name = _endpoint_file(endpoint)
         out = self._raw.get(name)
         if out is None:
             path = self.data / "raw" / f"{name}.jsonl.gz"
             out = self._raw[name] = _LineFile(self._sink.open("gzip", str(path)), self._rel(path))
-        out.lines.append(page.line().encode())
+        out.lines.append(line)
         if len(out.lines) >= LINES_PER_CHUNK:
             out.flush(self._sink)
-        self._raw_pages[page.endpoint] += 1
+        self._raw_pages[endpoint] += 1
 
     # -- sealing --------------------------------------------------------------------------
     def _close_streams(self) -> tuple[dict[str, tuple[str, int]], list[str]]:

@@ -442,3 +442,38 @@ def test_file_difference_counts_is_difference_counts(tmp_path: Path, block: int)
         (tmp_path / "b").write_bytes(array("Q", b).tobytes())
         got = keyset.file_difference_counts(tmp_path / "a", tmp_path / "b", block)
         assert got == keyset.difference_counts(a, b)
+
+
+def test_raw_pages_from_many_threads_and_records_from_the_main_one_do_not_interleave(tmp_path: Path) -> None:
+    """Connectors' client pools hand raw pages from worker threads while the runner writes records:
+    one pipe to the writer process, so every message must arrive whole."""
+    import threading
+
+    vault = Vault(tmp_path / "vault").ensure()
+    writer = BundleWriter(vault, run_id="r00000007", connector_id="check", connector_type="x", started=STARTED,
+                          tz=TOKYO, organization="o", previous=None)
+    assert isinstance(writer._sink, bundle._ProcessSink)
+    pages_per_thread, threads = 1500, 8
+    big = {"items": ["x" * 200] * 40}  # pages larger than a pipe buffer's share
+
+    def pages(n: int) -> None:
+        for i in range(pages_per_thread):
+            writer.write_raw(RawPage(endpoint=f"api{n % 3}", params={"t": n}, page=i, response=big))
+
+    workers = [threading.Thread(target=pages, args=(n,)) for n in range(threads)]
+    for t in workers:
+        t.start()
+    records = list(rand_records(7, 20000))
+    for r in records:
+        writer.write(r)
+    for t in workers:
+        t.join()
+    sealed = writer.seal(status="complete", reasons=[], finished=STARTED, run_info=RUN_INFO)
+    raw_lines = 0
+    for n in range(3):
+        with gzip.open(sealed.path / "data" / "raw" / f"api{n}.jsonl.gz", "rt", encoding="utf-8") as f:
+            for line in f:
+                assert json.loads(line)["response"] == big
+                raw_lines += 1
+    assert raw_lines == pages_per_thread * threads
+    assert sum(writer.counts.values()) == len(records)
