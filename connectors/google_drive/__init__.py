@@ -33,7 +33,7 @@ The result equals what a full run would have written for the same state.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from pydantic import Field, field_validator
 
@@ -52,6 +52,10 @@ class GoogleDriveConfig(GoogleSettings):
     drive_member_subject: str | None = Field(None, description="a member of every shared drive to list them as")
     incremental: bool = True
     full_every_days: float = Field(7.0, gt=0, description="a full baseline at least this often")
+    change_detection: Literal["feed", "activity"] = Field(
+        "feed", description="feed: read every user's and drive's changes feed each run (authoritative); "
+                            "activity: read only the feeds of users and drives the Drive audit log names")
+    activity_lag_minutes: float = Field(60.0, ge=0, description="how far each audit-log window reaches back")
     batch_size: int = Field(100, ge=1, le=100)
     requests_per_minute: int = Field(12_000, ge=1, description="Drive queries per minute per project")
     requests_per_user_per_minute: int = Field(12_000, ge=1, description="Drive queries per minute per user")
@@ -73,6 +77,7 @@ class GoogleDriveConnector(Connector):
     Config = GoogleDriveConfig
     streams = ("resources", "grants")
     permissions = tuple(sorted(set(DRIVE_ADMIN + DRIVE_USER + scopes("admin.directory.user.readonly"))))
+    # change_detection = "activity" also needs https://www.googleapis.com/auth/admin.reports.audit.readonly
     description = "Google Drive: My Drive and shared-drive files with their permissions"
 
     @classmethod
@@ -142,6 +147,8 @@ class GoogleDriveConnector(Connector):
             return "full", "incremental collection is off in config", None
         if not isinstance(cursor, dict) or cursor.get("v") != CURSOR_VERSION:
             return "full", "no baseline yet", None
+        if cfg.change_detection == "activity" and not cursor.get("activity_from"):
+            return "full", "the baseline has no audit-log position (change_detection was 'feed')", None
         if cursor.get("config") != run.config_digest():
             return "full", "what is collected changed in config since the baseline", None
         try:

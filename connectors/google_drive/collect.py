@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Callable, Iterator
 
 from connectors._google import GoogleClients, SubjectRefused, scopes, user_pid
 from connectors.base import Cancelled, ConnectorError, PermissionDenied, RunContext
 from connectors.google_drive import mapping as m
 from connectors.google_drive.pool import run_pool
-from evidence.model import Record, canonical_json
+from evidence.model import Record, canonical_json, utc_iso
 
 DRIVE_ADMIN = scopes("drive.readonly")            # drives.list / permissions.list with useDomainAdminAccess
 DRIVE_USER = scopes("drive.metadata.readonly")    # everything done as a user: metadata only
 DIRECTORY = scopes("admin.directory.user.readonly")
+REPORTS = scopes("admin.reports.audit.readonly")
 MY_DRIVE_Q = "'me' in owners and trashed = false"
 CURSOR_VERSION = 1
 MAX_CHANGES_LISTED = 10_000  # run.json lists the changes applied, up to this many
@@ -168,6 +170,28 @@ class DriveReader:
                     todo.append((fid, result["nextPageToken"]))
         return out
 
+    def activity(self, since: str) -> tuple[set[str], set[str], int]:
+        """Owners and shared drives the Drive audit log names since ``since``: (users, drives, events)."""
+        svc = self.clients.service("reports")
+        params = {"userKey": "all", "applicationName": "drive", "startTime": since, "maxResults": 1000,
+                  "fields": "nextPageToken,items(id(time),events(name,parameters(name,value,boolValue)))"}
+        self.ctx.source(endpoint="reports.activities.list", subject=self.admin, **params)
+        users: set[str] = set()
+        drives: set[str] = set()
+        events = 0
+        for page in self.clients.pages(self.ctx, "reports.activities.list",
+                                       lambda tok: svc.activities().list(pageToken=tok, **params),
+                                       subject=self.admin, scopes=REPORTS, params=params):
+            for item in page.get("items", []):
+                for event in item.get("events", []):
+                    events += 1
+                    values = {p.get("name"): p.get("value", p.get("boolValue")) for p in event.get("parameters", [])}
+                    if values.get("shared_drive_id"):
+                        drives.add(values["shared_drive_id"])
+                    elif values.get("owner") and not values.get("owner_is_shared_drive"):
+                        users.add(str(values["owner"]).lower())
+        return users, drives, events
+
     def changes(self, subject: str, token: str, drive_id: str | None = None) -> tuple[list[dict[str, Any]], str]:
         """Every change since ``token`` and the token to start from next time."""
         svc = self.clients.service("drive")
@@ -304,8 +328,12 @@ class Snapshot:
         yield from run_pool(iter(tasks), task, workers=self.config.workers)
 
     def cursor(self, plan: Plan) -> dict[str, Any]:
-        return {"v": CURSOR_VERSION, "baseline_utc": self.baseline, "config": self.config_digest(),
-                "users": dict(sorted(self.tokens_users.items())), "drives": dict(sorted(self.tokens_drives.items()))}
+        out = {"v": CURSOR_VERSION, "baseline_utc": self.baseline, "config": self.config_digest(),
+               "users": dict(sorted(self.tokens_users.items())), "drives": dict(sorted(self.tokens_drives.items()))}
+        if self.config.change_detection == "activity":
+            # the next run reads the audit log from a little before this one started (the log lags)
+            out["activity_from"] = utc_iso(self.ctx.started - timedelta(minutes=self.config.activity_lag_minutes))
+        return out
 
     baseline: str | None = None
 
@@ -354,6 +382,20 @@ class Snapshot:
 
         tasks = [("user", u) for u in plan.users if u in old_users]
         tasks += [("drive", d) for d in plan.drives.values() if d.id in old_drives and d.subject is not None]
+        if self.config.change_detection == "activity":
+            # only the feeds the audit log names; the others keep their tokens (nothing is lost:
+            # a change the log has not shown yet is read the next time that feed is read)
+            named_users, named_drives, events = self.read.activity(cursor["activity_from"])
+            ctx.note("activity", {"since": cursor["activity_from"], "events": events,
+                                  "users_named": len(named_users), "shared_drives_named": len(named_drives)})
+            named = [(t[1] in named_users) if t[0] == "user" else (t[1].id in named_drives) for t in tasks]
+            kept = [t for t, n in zip(tasks, named) if not n]
+            tasks = [t for t, n in zip(tasks, named) if n]
+            for kind, what in kept:
+                if kind == "user":
+                    self.tokens_users[what] = old_users[what]
+                else:
+                    self.tokens_drives[what.id] = {"token": old_drives[what.id]["token"], "members": what.members_digest()}
         applied = {"my_drive": 0, "shared_drive": 0}
         for result in run_pool(iter(tasks), feed, workers=self.config.workers):
             if result[0] == "failed":

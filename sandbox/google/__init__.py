@@ -34,6 +34,8 @@ What is served
   ``groups.get`` ``members.list`` ``roles.list`` ``roleAssignments.list`` ``tokens.list``.
   Directory calls need the subject to be a **super admin** (``Person.admin``); anyone else gets
   ``403 "Not Authorized to access this resource/api"`` as the real API answers.
+* Reports v1 (``/admin/reports/v1``): ``activities.list`` for ``applicationName=drive`` (built
+  from the organisation's change log; see :mod:`.reports`), as a super admin.
 * Batch: ``POST /batch/drive/v3`` (max 100 inner calls, Drive's documented limit) and
   ``POST /batch`` (also ``/batch/admin/directory_v1``; max 1000, the Directory limit). Every inner
   call goes through the normal dispatcher: counted under its own endpoint, subject to faults on
@@ -92,7 +94,7 @@ page by page without building any tenant-wide list.
 
 Layout: :mod:`.discovery` (documents, route table), :mod:`.fields` (the ``fields=`` grammar),
 :mod:`.errors` (Google's error shapes), :mod:`.common` (request context, ids, page tokens) and one
-mixin per part of the service, :mod:`.auth` (``/token``), :mod:`.drive`, :mod:`.directory` and
+mixin per part of the service, :mod:`.auth` (``/token``), :mod:`.drive`, :mod:`.directory`, :mod:`.reports` and
 :mod:`.batch`, assembled here into :class:`GoogleStandIn`, which holds the state and dispatches.
 """
 
@@ -117,6 +119,7 @@ from sandbox.google.common import Pages, _b64d, _Ctx, _digest, _Token
 from sandbox.google.directory import DirectoryMixin
 from sandbox.google.discovery import _Method, discovery, route
 from sandbox.google.drive import FOLDER_MIME, DriveMixin, parse_q
+from sandbox.google.reports import ReportsMixin
 from sandbox.google.errors import ApiError, _auth_error, _insufficient_scopes, google_error
 from sandbox.google.fields import (
     ALL,
@@ -137,7 +140,7 @@ __all__ = [
 ]
 
 
-class GoogleStandIn(AuthMixin, DriveMixin, DirectoryMixin, BatchMixin, Pages, StandIn):
+class GoogleStandIn(AuthMixin, DriveMixin, DirectoryMixin, ReportsMixin, BatchMixin, Pages, StandIn):
     """Google Drive v3 + Admin SDK Directory v1 + OAuth2 token endpoint for one organisation.
 
     Options: ``granted_scopes`` (the domain-wide delegation's scopes, full URLs or short names;
@@ -209,6 +212,7 @@ class GoogleStandIn(AuthMixin, DriveMixin, DirectoryMixin, BatchMixin, Pages, St
             "directory.roles.list": self._roles_list,
             "directory.roleAssignments.list": self._role_assignments_list,
             "directory.tokens.list": self._tokens_list,
+            "reports.activities.list": self._activities_list,
         }
 
     # -- StandIn overrides ------------------------------------------------------------------------

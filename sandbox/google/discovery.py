@@ -54,7 +54,7 @@ def _routes() -> tuple[dict[tuple[str, int], list[_Method]], list[_Method]]:
     """Route table of every method of both documents, keyed by (HTTP method, segment count)."""
     fixed: dict[tuple[str, int], list[_Method]] = {}
     greedy: list[_Method] = []
-    for api, name in (("drive", "drive.v3"), ("directory", "admin.directory_v1")):
+    for api, name in (("drive", "drive.v3"), ("directory", "admin.directory_v1"), ("reports", "admin.reports_v1")):
         doc = discovery(name)
         prefix = "/" + doc["servicePath"]
         for mname, m in _walk_methods(doc["resources"]):

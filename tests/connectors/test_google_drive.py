@@ -183,6 +183,31 @@ def test_incremental_equals_a_fresh_full_run(tmp_path):
         assert info4["mode"] == "incremental" and _normalised(third) == _normalised(fresh2)
 
 
+def test_activity_mode_reads_only_the_feeds_the_audit_log_names(tmp_path):
+    with SandboxEnv(tmp_path / "sb", microsoft=False, aws=False) as env:
+        extra = 'change_detection = "activity"\nactivity_lag_minutes = 5\n'
+        first, info1 = run(env, tmp_path / "a", extra=extra)
+        assert info1["mode"] == "full" and info1["cursor"]["after"]["activity_from"]
+        _mutate(env.org)
+        env.google_standin.stats.reset()
+        second, info2 = run(env, tmp_path / "a", extra=extra)
+        assert second.status == "complete" and info2["mode"] == "incremental", second.reasons
+        changes = env.org.overlay.changes
+        owners = {env.org.person(c["owner"]).email for c in changes if c.get("owner") is not None}
+        drives = {c["drive"] for c in changes if c.get("drive") is not None}
+        named = info2["notes"]["activity"]
+        assert (named["events"], named["users_named"], named["shared_drives_named"]) == (len(changes), len(owners), len(drives))
+        assert env.google_standin.stats.snapshot()["calls"]["drive.changes.list"] == len(owners) + len(drives)
+        fresh, _ = run(env, tmp_path / "b", extra="incremental = false\n")
+        assert _normalised(second) == _normalised(fresh)
+        full_units = sum(v for k, v in info1["units"].items())
+        inc_units = sum(v for k, v in info2["units"].items())
+        assert inc_units < 0.25 * full_units, (info2["units"], info1["units"])
+        # a user the log did not name keeps the token it had
+        untouched = next(u for u in info1["cursor"]["after"]["users"] if u not in owners)
+        assert info2["cursor"]["after"]["users"][untouched] == info1["cursor"]["after"]["users"][untouched]
+
+
 def test_a_changed_base_bag_means_a_full_run(tmp_path):
     with SandboxEnv(tmp_path / "sb", microsoft=False, aws=False) as env:
         first, _ = run(env, tmp_path / "a")

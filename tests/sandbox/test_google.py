@@ -639,3 +639,32 @@ def test_batch_inner_401_is_refreshed_by_the_library(clean):
     assert all(exc is None for _, exc in results.values()) and len(results) == 3
     assert len(env.standin.grants) == grants + 1
     assert env.standin.stats.snapshot()["calls"]["batch"] == 2  # the first batch came back 401 inside
+
+
+def test_reports_drive_activity_names_owner_drive_and_document():
+    org = Org(seed=3, users="small")
+    e = Env(org)
+    try:
+        org.share("uf000002x0003", Share("uf000002x0003p9", "anyone", "reader"))
+        org.share("df00001x0003", Share("df00001x0003p9", "anyone", "reader"))
+        org.delete_file("uf000005x0001")
+        creds = e.creds([S + "admin.reports.audit.readonly"], e.admin)
+        reports = build_from_document(_doc("admin.reports_v1", e.base), credentials=creds)
+        items, pages = walk(lambda: reports.activities().list(userKey="all", applicationName="drive", maxResults=2,
+                                                              startTime="2026-01-01T00:00:00Z"),
+                            reports.activities().list_next, "items")
+        assert pages == 2 and [i["id"]["uniqueQualifier"] for i in items] == ["3", "2", "1"]  # newest first
+        params = [{p["name"]: p.get("value", p.get("boolValue")) for p in i["events"][0]["parameters"]} for i in items]
+        assert params[0] == {"doc_id": "uf000005x0001", "owner": org.person(5).email, "owner_is_shared_drive": False}
+        assert items[0]["events"][0]["name"] == "delete"
+        assert params[1]["shared_drive_id"] == org.drive(1).id and params[1]["owner_is_shared_drive"] is True
+        assert items[2]["events"][0]["name"] == "change_user_access"
+        later = reports.activities().list(userKey="all", applicationName="drive", startTime="2099-01-01T00:00:00Z").execute()
+        assert later.get("items", []) == []
+        with pytest.raises(HttpError) as exc:  # an admin API: other subjects are refused
+            user = build_from_document(_doc("admin.reports_v1", e.base),
+                                       credentials=e.creds([S + "admin.reports.audit.readonly"], org.person(5).email))
+            user.activities().list(userKey="all", applicationName="drive").execute()
+        assert exc.value.resp.status == 403
+    finally:
+        e.close()
