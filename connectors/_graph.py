@@ -203,7 +203,7 @@ class GraphClients:
             try:
                 app = self.app()
                 if fresh:  # the service refused a cached token: drop it
-                    for t in app.token_cache.find(app.token_cache.CredentialType.ACCESS_TOKEN):
+                    for t in list(app.token_cache.search(app.token_cache.CredentialType.ACCESS_TOKEN)):
                         app.token_cache.remove_at(t)
                 result = app.acquire_token_for_client([self.settings.scope])
             except requests.RequestException as exc:
@@ -224,7 +224,14 @@ class GraphClients:
         return max(delay, retry_after or 0.0)
 
     def url(self, path: str) -> str:
-        return path if path.startswith("https://") else self.base + (path if path.startswith("/") else "/" + path)
+        """A Graph URL; an absolute one (a nextLink / deltaLink) must be on the configured Graph
+        host — the bearer token is never sent anywhere else."""
+        if path.startswith(("https://", "http://")):
+            if not path.startswith(self.settings.graph_url + "/"):
+                raise SourceError(f"refusing to follow a link off the Graph host {self.settings.graph_url}: {_strip(path)}",
+                                  where="Graph paging")
+            return path
+        return self.base + (path if path.startswith("/") else "/" + path)
 
     # -- one request ------------------------------------------------------------------------------
     def get(self, ctx: RunContext, endpoint: str, path: str, *, params: dict[str, Any] | None = None,
