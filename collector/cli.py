@@ -18,12 +18,42 @@ from evidence.vault import AlreadyRunning, Vault
 log = logging.getLogger("shoseki")
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+class OneLineFormatter(logging.Formatter):
+    """Human-readable, one line per event: line breaks (tracebacks) are folded into " | "."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\r", "").replace("\n", " | ")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, message, and the event fields the
+    daemon adds (connector, run_id, event, status); a traceback goes in ``exception``."""
+
+    FIELDS = ("connector", "run_id", "event", "status")
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+        from datetime import datetime, timezone
+
+        out = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out.update({k: getattr(record, k) for k in self.FIELDS if hasattr(record, k)})
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def _setup_logging(verbose: bool, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else OneLineFormatter())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     for noisy in ("googleapiclient", "urllib3", "botocore", "boto3", "msal", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -44,14 +74,16 @@ def _load(ctx: click.Context) -> LoadedConfig:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="Main config file (default ./config/shoseki.toml or $SHOSEKI_CONFIG).")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", envvar="SHOSEKI_LOG_FORMAT",
+              show_default=True, help="Log lines (stderr): human-readable, or one JSON object per line.")
 @click.version_option(package_name="shoseki")
 @click.pass_context
-def main(ctx: click.Context, config_path: Path | None, verbose: bool) -> None:
+def main(ctx: click.Context, config_path: Path | None, verbose: bool, log_format: str) -> None:
     """shoseki (証跡): sealed, verifiable permission snapshots for audits."""
     ctx.ensure_object(dict)
     ctx.obj["config_path"] = config_path or default_config_path()
     ctx.obj["verbose"] = verbose
-    _setup_logging(verbose)
+    _setup_logging(verbose, log_format)
 
 
 @main.command()
@@ -97,6 +129,51 @@ def collect(ctx: click.Context, ids: tuple[str, ...], progress: bool | None) -> 
         if outcome.status != "complete":
             worst = max(worst, 1)
     ctx.exit(worst)
+
+
+@main.command()
+@click.option("--health-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve /healthz and /metrics on 127.0.0.1:PORT (default: [daemon] health_port; 0 = off).")
+@click.pass_context
+def run(ctx: click.Context, health_port: int | None) -> None:
+    """Run as a service: collect every enabled connector on its schedule (overdue ones at once).
+
+    SIGTERM/SIGINT: stop; running collections seal as partial ("interrupted"). SIGHUP: reload
+    the configuration (a broken one is logged and the running one kept).
+    """
+    from collector.daemon import run_daemon
+
+    try:
+        config = load_config(ctx.obj["config_path"])
+    except ConfigError as exc:  # logged, so that --log-format json holds from the first line
+        for p in exc.problems:
+            log.error("configuration error: %s", p)
+        ctx.exit(2)
+    ctx.exit(run_daemon(config, health_port=health_port))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Each connector's last run, evidence age, next run and last error.
+
+    Exit 0: every enabled connector fresh and complete; 1: something stale or partial;
+    2: a connector failing (or the configuration is broken).
+    """
+    import json
+
+    from collector.status import exit_code, render_text, snapshot
+
+    config = _load(ctx)
+    statuses, daemon = snapshot(config)
+    code = exit_code(statuses)
+    if as_json:
+        click.echo(json.dumps({"exit_code": code, "daemon": daemon, "connectors": [s.as_dict() for s in statuses]},
+                              ensure_ascii=False, indent=2))
+    else:
+        click.echo(render_text(statuses, config.tz, daemon), nl=False)
+    ctx.exit(code)
 
 
 @main.command()

@@ -74,6 +74,39 @@ def validate_crontab(expr: str, tz: str = "UTC") -> str:
     return expr
 
 
+_EVERY = re.compile(r"^\s*every\s+(.*?)\s*$", re.IGNORECASE)
+
+
+def schedule_trigger(expr: str, tz: str = "UTC", *, jitter_s: float = 0):
+    """The APScheduler trigger of a ``schedule``: a crontab in ``tz`` (``"30 2 * * *"``), or
+    ``"every <duration>"`` (``"every 10m"``, ``"every 5s"``): an interval counted from the
+    daemon's start, for tests and sub-minute needs. ``jitter_s`` delays each start at random."""
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    jitter = int(jitter_s) or None
+    every = _EVERY.match(expr)
+    if every is None:
+        validate_crontab(expr, tz)
+        from apscheduler.triggers.cron import CronTrigger
+
+        trigger = CronTrigger.from_crontab(expr, timezone=tz)
+        trigger.jitter = jitter
+        return trigger
+    try:
+        interval = parse_duration(every.group(1))
+    except ValueError:
+        raise ValueError(f"'{expr}' is not a valid interval: write every <n><unit>, e.g. every 10m or every 30s") from None
+    if interval.total_seconds() < 1:
+        raise ValueError(f"'{expr}': the interval must be at least 1s")
+    return IntervalTrigger(seconds=int(interval.total_seconds()), timezone=tz, jitter=jitter)
+
+
+def validate_schedule(expr: str, tz: str = "UTC") -> str:
+    """A crontab expression or ``every <duration>``; raises ValueError with the reason."""
+    schedule_trigger(expr, tz)
+    return expr
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -117,7 +150,7 @@ class DefaultsConfig(_Model):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        return validate_crontab(value)
+        return validate_schedule(value)
 
     @field_validator("max_age")
     @classmethod
@@ -126,10 +159,31 @@ class DefaultsConfig(_Model):
         return value
 
 
+def _duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+class DaemonConfig(_Model):
+    """``[daemon]``: how ``shoseki run`` schedules (see README.md, "Run as a service")."""
+
+    jitter: str = "0s"              # a random delay of up to this is added to every scheduled start
+    max_concurrent: int = Field(default=2, ge=1, le=64)   # collections running at once; others wait
+    misfire_grace: str = "1h"       # a start missed by up to this (suspend, overload) still runs, once
+    stop_timeout: str = "2m"        # on SIGTERM: time for running collections to seal as partial
+    health_port: int = Field(default=0, ge=0, le=65535)   # >0: /healthz and /metrics on 127.0.0.1
+
+    _durations = field_validator("jitter", "misfire_grace", "stop_timeout")(_duration)
+
+    def seconds(self, key: str) -> float:
+        return parse_duration(getattr(self, key)).total_seconds()
+
+
 class MainConfig(_Model):
     organization: OrganizationConfig
     vault: VaultConfig
     defaults: DefaultsConfig = DefaultsConfig()
+    daemon: DaemonConfig = DaemonConfig()
 
 
 @dataclass(frozen=True)
@@ -386,7 +440,7 @@ def _load_connector_file(
             problems.append(problem("description", "must be a string"))
         schedule = table.get("schedule", main.defaults.schedule if main else "0 3 * * *")
         try:
-            validate_crontab(str(schedule), tz)
+            validate_schedule(str(schedule), tz)
         except ValueError as exc:
             problems.append(problem("schedule", str(exc)))
         max_age_text = table.get("max_age", main.defaults.max_age if main else "26h")

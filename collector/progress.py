@@ -24,9 +24,12 @@ class ProgressPrinter:
         text = f"{p.connector_id}  {p.pages:,} pages  {p.records:,} records  {p.rate:,.0f} records/s"
         if p.errors:
             text += f"  {p.errors:,} errors"
-        if p.throttle_wait_s:
+        if p.throttle_wait_s or p.throttles:
             text += f"  throttled {p.throttle_wait_s:,.0f}s"
-        return text
+            if p.throttles:
+                text += f" ({p.throttles:,} waits)"
+        minutes, seconds = divmod(int(p.elapsed), 60)
+        return text + f"  {minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
 
     def update(self, p: Progress) -> None:
         text = self.line(p)

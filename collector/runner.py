@@ -46,13 +46,18 @@ class Progress:
     records: int = 0
     pages: int = 0
     errors: int = 0
+    throttles: int = 0
     throttle_wait_s: float = 0.0
     done: bool = False
     status: str | None = None
 
     @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
     def rate(self) -> float:
-        elapsed = time.monotonic() - self.started
+        elapsed = self.elapsed
         return self.records / elapsed if elapsed > 0 else 0.0
 
 
@@ -269,6 +274,7 @@ def _collect(entry, ctx, writer, clients, progress, interval) -> tuple[BaseExcep
 def _tick(state: Progress, ctx: RunContext, progress: Callable[[Progress], None]) -> None:
     state.pages = sum(ctx.calls.values()) or sum(ctx.pages.values())
     state.errors = len(ctx.errors)
+    state.throttles = sum(ctx.throttled.values())
     state.throttle_wait_s = ctx.throttle_wait_s
     progress(state)
 
