@@ -10,6 +10,10 @@ STARTER = {
     "connectors/local-files.toml.example": "local-files.toml.example",
     "connectors/google-directory.toml.example": "google-directory.toml.example",
     "connectors/google-drive.toml.example": "google-drive.toml.example",
+    "connectors/aws-iam.toml.example": "aws-iam.toml.example",
+    "connectors/aws-s3.toml.example": "aws-s3.toml.example",
+    "connectors/entra-id.toml.example": "entra-id.toml.example",
+    "connectors/m365-files.toml.example": "m365-files.toml.example",
 }
 
 

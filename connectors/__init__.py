@@ -14,9 +14,13 @@ if TYPE_CHECKING:
     from connectors.base import Connector
 
 REGISTRY: dict[str, str] = {
+    "aws_iam": "connectors.aws_iam:AwsIamConnector",
+    "aws_s3": "connectors.aws_s3:AwsS3Connector",
     "google_directory": "connectors.google_directory:GoogleDirectoryConnector",
     "google_drive": "connectors.google_drive:GoogleDriveConnector",
+    "entra_id": "connectors.entra_id:EntraIdConnector",
     "local_files": "connectors.local_files:LocalFilesConnector",
+    "m365_files": "connectors.m365_files:M365FilesConnector",
 }
 
 

@@ -195,5 +195,71 @@ def _google_drive_template(env: SandboxEnv) -> str:
     )
 
 
+def _microsoft_template(kind: str, cid: str, what: str, schedule: str, extra: str = "") -> Callable[[SandboxEnv], str]:
+    def template(env: SandboxEnv) -> str:
+        ms = env.endpoints.get("microsoft")
+        if ms is None:
+            return f"# {kind}: the sandbox was started without the Microsoft stand-in\n"
+        authority = ms["authority"].removesuffix("/" + ms["tenant_id"])
+        return (
+            f"# Written by the shoseki sandbox: {what} of the sandbox organisation.\n"
+            "[[connector]]\n"
+            f'id = "{cid}"\n'
+            f'type = "{kind}"\n'
+            f'schedule = "{schedule}"\n'
+            f"tenant_id = {json.dumps(ms['tenant_id'])}\n"
+            f"client_id = {json.dumps(ms['client_id'])}\n"
+            f"client_secret_file = {json.dumps(ms['client_secret_file'])}\n"
+            f"authority = {json.dumps(authority)}\n"
+            f"graph_url = {json.dumps(ms['graph_url'])}\n"
+            f"ca_bundle = {json.dumps(ms['ca_bundle'])}\n" + extra
+        )
+    return template
+
+
+CONNECTOR_TEMPLATES["entra_id"] = _microsoft_template("entra_id", "entra-id", "the Entra ID directory", "15 2 * * *")
+CONNECTOR_TEMPLATES["m365_files"] = _microsoft_template(
+    "m365_files", "m365-files", "every SharePoint site and OneDrive", "45 2 * * *",
+    "# the stand-in sets no quota unless asked: a real tenant's budget (1,200 a minute and up) would only slow the demo\n"
+    "ru_per_minute = 100000\n")
 CONNECTOR_TEMPLATES["google_directory"] = _google_directory_template
 CONNECTOR_TEMPLATES["google_drive"] = _google_drive_template
+
+
+def _aws_template(kind: str, cid: str, what: str, schedule: str) -> Callable[[SandboxEnv], str]:
+    """The AWS connectors: the moto server, and a credentials file of their own (generated keys: moto
+    accepts any) so that no AWS_* variable or ~/.aws file of the machine is read or sent."""
+    def template(env: SandboxEnv) -> str:
+        aws = env.endpoints.get("aws")
+        if aws is None:
+            return f"# {kind}: the sandbox was started without the AWS stand-in (moto)\n"
+        import secrets
+        import string
+
+        from sandbox.aws import MANAGEMENT_ACCOUNT_ID
+
+        creds = env.workdir / "credentials" / "aws-credentials"
+        config = env.workdir / "credentials" / "aws-config"
+        if not creds.exists():
+            alphabet = string.ascii_uppercase + string.digits
+            key_id = "AKIA" + "".join(secrets.choice(alphabet) for _ in range(16))
+            _write_secret(creds, f"[sandbox]\naws_access_key_id = {key_id}\naws_secret_access_key = {secrets.token_urlsafe(30)}\n")
+            _write_secret(config, f"[profile sandbox]\nregion = {aws['region']}\n")
+        return (
+            f"# Written by the shoseki sandbox: {what} of the sandbox organisation (moto).\n"
+            "[[connector]]\n"
+            f'id = "{cid}"\n'
+            f'type = "{kind}"\n'
+            f'schedule = "{schedule}"\n'
+            'profile = "sandbox"\n'
+            f"credentials_file = {json.dumps(str(creds))}\n"
+            f"config_file = {json.dumps(str(config))}\n"
+            f"region = {json.dumps(aws['region'])}\n"
+            f"endpoint_url = {json.dumps(aws['endpoint_url'])}\n"
+            f'internal_accounts = ["{MANAGEMENT_ACCOUNT_ID}"]  # the organisation\'s management account\n'
+        )
+    return template
+
+
+CONNECTOR_TEMPLATES["aws_iam"] = _aws_template("aws_iam", "aws-iam", "IAM users, groups, roles and policies", "5 2 * * *")
+CONNECTOR_TEMPLATES["aws_s3"] = _aws_template("aws_s3", "aws-s3", "every S3 bucket's policy, ACL and public access blocks", "50 2 * * *")

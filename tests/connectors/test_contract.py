@@ -47,7 +47,38 @@ def _google_drive_case(tmp_path):
     return {**options, "workers": 4}, clients
 
 
+def _microsoft_case(tmp_path):
+    from sandbox.env import SandboxEnv
+
+    env = SandboxEnv(tmp_path / "sandbox", google=False, aws=False).start()
+    _STARTED.append(env)
+    ms = env.endpoints["microsoft"]
+    return {
+        "tenant_id": ms["tenant_id"], "client_id": ms["client_id"], "client_secret_file": ms["client_secret_file"],
+        "authority": ms["authority"].removesuffix("/" + ms["tenant_id"]), "graph_url": ms["graph_url"],
+        "ca_bundle": ms["ca_bundle"],
+    }, None
+
+
+def _aws_case(kind):
+    """The sandbox's moto server (AWS only), configured exactly as the sandbox's template writes it."""
+    def case(tmp_path):
+        import tomllib
+
+        from sandbox.env import CONNECTOR_TEMPLATES, SandboxEnv
+
+        env = SandboxEnv(tmp_path / "sandbox", google=False, microsoft=False).start()
+        _STARTED.append(env)
+        (options,) = tomllib.loads(CONNECTOR_TEMPLATES[kind](env))["connector"]
+        return {k: v for k, v in options.items() if k not in ("id", "type", "schedule")}, None
+    return case
+
+
 CASES = {
+    "aws_iam": _aws_case("aws_iam"),
+    "aws_s3": _aws_case("aws_s3"),
+    "entra_id": _microsoft_case,
+    "m365_files": lambda tmp_path: ({**_microsoft_case(tmp_path)[0], "ru_per_minute": 1_000_000}, None),
     "google_directory": _google_directory_case,
     "google_drive": _google_drive_case,
     "local_files": _local_files_case,
