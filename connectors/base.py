@@ -28,7 +28,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Callable, ClassVar, Iterator
 
@@ -287,6 +287,43 @@ class Connector(ABC):
     @abstractmethod
     def snapshot(self, ctx: RunContext) -> Iterator[Record | RawPage]:
         """Yield every record of the current state (and raw pages, if not sent via ``ctx.raw``)."""
+
+
+def choose_mode(ctx: RunContext, *, enabled: bool, version: int, config_digest: str, full_every_days: float,
+                check: Callable[[dict[str, Any]], str | None] | None = None,
+                what: str = "changes") -> tuple[str, str, dict[str, Any] | None]:
+    """``("full" | "incremental", why, cursor)`` for a connector that builds incremental bags on the
+    previous complete one. Incremental only when it is ``enabled``, the committed cursor is of this
+    ``version`` and was made with the same ``config_digest`` (the settings that decide what is
+    collected), ``check(cursor)`` finds nothing wrong, the baseline is younger than
+    ``full_every_days``, and ``ctx.base`` is in the catalogue and still verifies (a problem with
+    it is also noted in run.json as ``base_problem``)."""
+    from evidence.reader import BaseBundleProblem
+
+    cursor = ctx.cursor
+    if not enabled:
+        return "full", "incremental collection is off in config", None
+    if not isinstance(cursor, dict) or cursor.get("v") != version:
+        return "full", "no baseline yet", None
+    if cursor.get("config") != config_digest:
+        return "full", "what is collected changed in config since the baseline", None
+    problem = check(cursor) if check is not None else None
+    if problem:
+        return "full", problem, None
+    try:
+        baseline = datetime.fromisoformat(str(cursor["baseline_utc"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return "full", "the cursor has no baseline time", None
+    if ctx.started - baseline >= timedelta(days=full_every_days):
+        return "full", f"the baseline is older than {full_every_days:g} days", None
+    if ctx.base is None:
+        return "full", "the bag of the baseline is not in the catalogue", None
+    try:
+        ctx.base.verify()
+    except BaseBundleProblem as exc:
+        ctx.note("base_problem", str(exc))
+        return "full", f"the previous bag cannot be built on: {exc}", None
+    return "incremental", f"{what} since the baseline of {cursor['baseline_utc']}", cursor
 
 
 def validate_declaration(cls: type[Connector]) -> list[str]:

@@ -75,7 +75,7 @@ Microsoft Graph → Application permissions, then "Grant admin consent"), all re
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from pydantic import Field
@@ -88,6 +88,7 @@ from connectors.base import (
     Organization,
     PermissionDenied,
     RunContext,
+    choose_mode,
 )
 from connectors.entra_id import mapping as m
 from connectors.entra_id.collect import (
@@ -98,7 +99,6 @@ from connectors.entra_id.collect import (
     Snapshot,
 )
 from evidence.model import RawPage, Record
-from evidence.reader import BaseBundleProblem
 
 PERMISSIONS = (
     "User.Read.All",
@@ -213,30 +213,15 @@ class EntraIdConnector(Connector):
 
     def _mode(self, ctx: RunContext, run: Snapshot) -> tuple[str, str, dict[str, Any] | None]:
         cfg = self.config
-        cursor = ctx.cursor
-        if not cfg.incremental:
-            return "full", "incremental collection is off in config", None
-        if not isinstance(cursor, dict) or cursor.get("v") != CURSOR_VERSION:
-            return "full", "no baseline yet", None
-        if cursor.get("config") != run.config_digest():
-            return "full", "what is collected changed in config since the baseline", None
-        links = (cursor.get("users_delta"), cursor.get("groups_delta"))
-        if not all(isinstance(link, str) and link.startswith(run.clients.base + "/") for link in links):
-            return "full", "the cursor's delta links are not on the configured Graph host", None
-        try:
-            baseline = datetime.fromisoformat(str(cursor["baseline_utc"]).replace("Z", "+00:00"))
-        except (KeyError, ValueError):
-            return "full", "the cursor has no baseline time", None
-        if ctx.started - baseline >= timedelta(days=cfg.full_every_days):
-            return "full", f"the baseline is older than {cfg.full_every_days:g} days", None
-        if ctx.base is None:
-            return "full", "the bag of the baseline is not in the catalogue", None
-        try:
-            ctx.base.verify()
-        except BaseBundleProblem as exc:
-            ctx.note("base_problem", str(exc))
-            return "full", f"the previous bag cannot be built on: {exc}", None
-        return "incremental", f"delta changes since the baseline of {cursor['baseline_utc']}", cursor
+
+        def check(cursor: dict[str, Any]) -> str | None:
+            links = (cursor.get("users_delta"), cursor.get("groups_delta"))
+            if not all(isinstance(link, str) and link.startswith(run.clients.base + "/") for link in links):
+                return "the cursor's delta links are not on the configured Graph host"
+            return None
+
+        return choose_mode(ctx, enabled=cfg.incremental, version=CURSOR_VERSION, config_digest=run.config_digest(),
+                           full_every_days=cfg.full_every_days, check=check, what="delta changes")
 
 
 __all__ = ["EntraIdConfig", "EntraIdConnector", "PERMISSIONS"]

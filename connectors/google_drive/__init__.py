@@ -32,16 +32,15 @@ The result equals what a full run would have written for the same state.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Iterator, Literal
 
 from pydantic import Field, field_validator
 
 from connectors._google import GoogleClients, GoogleSettings, SubjectRefused, scopes
-from connectors.base import CheckResult, Connector, RunContext
+from connectors.base import CheckResult, Connector, RunContext, choose_mode
 from connectors.google_drive.collect import CURSOR_VERSION, DRIVE_ADMIN, DRIVE_USER, MY_DRIVE_Q, Snapshot
 from evidence.model import Record, utc_iso
-from evidence.reader import BaseBundleProblem
 
 
 class GoogleDriveConfig(GoogleSettings):
@@ -142,29 +141,14 @@ class GoogleDriveConnector(Connector):
 
     def _mode(self, ctx: RunContext, run: Snapshot) -> tuple[str, str, dict[str, Any] | None]:
         cfg: GoogleDriveConfig = self.config
-        cursor = ctx.cursor
-        if not cfg.incremental:
-            return "full", "incremental collection is off in config", None
-        if not isinstance(cursor, dict) or cursor.get("v") != CURSOR_VERSION:
-            return "full", "no baseline yet", None
-        if cfg.change_detection == "activity" and not cursor.get("activity_from"):
-            return "full", "the baseline has no audit-log position (change_detection was 'feed')", None
-        if cursor.get("config") != run.config_digest():
-            return "full", "what is collected changed in config since the baseline", None
-        try:
-            baseline = datetime.fromisoformat(cursor["baseline_utc"].replace("Z", "+00:00"))
-        except (KeyError, AttributeError, ValueError):
-            return "full", "the cursor has no baseline time", None
-        if ctx.started - baseline >= timedelta(days=cfg.full_every_days):
-            return "full", f"the baseline is older than {cfg.full_every_days:g} days", None
-        if ctx.base is None:
-            return "full", "the bag of the baseline is not in the catalogue", None
-        try:
-            ctx.base.verify()
-        except BaseBundleProblem as exc:
-            ctx.note("base_problem", str(exc))
-            return "full", f"the previous bag cannot be built on: {exc}", None
-        return "incremental", f"changes since the baseline of {cursor['baseline_utc']}", cursor
+
+        def check(cursor: dict[str, Any]) -> str | None:
+            if cfg.change_detection == "activity" and not cursor.get("activity_from"):
+                return "the baseline has no audit-log position (change_detection was 'feed')"
+            return None
+
+        return choose_mode(ctx, enabled=cfg.incremental, version=CURSOR_VERSION, config_digest=run.config_digest(),
+                           full_every_days=cfg.full_every_days, check=check)
 
 
 __all__ = ["GoogleDriveConfig", "GoogleDriveConnector"]

@@ -56,17 +56,16 @@ tenant but the list of drives.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Iterator
 
 from pydantic import Field
 
 from connectors._graph import GraphClients, GraphSettings
-from connectors.base import CheckResult, Connector, Organization, RunContext
+from connectors.base import CheckResult, Connector, Organization, RunContext, choose_mode
 from connectors.m365_files.collect import CURSOR_VERSION, Snapshot
 from connectors.m365_files.reader import COST, DRIVE_SELECT
 from evidence.model import Record, utc_iso
-from evidence.reader import BaseBundleProblem
 
 PERMISSIONS = ("Sites.Read.All", "User.Read.All")
 
@@ -161,27 +160,8 @@ class M365FilesConnector(Connector):
 
     def _mode(self, ctx: RunContext, run: Snapshot) -> tuple[str, str, dict[str, Any] | None]:
         cfg: M365FilesConfig = self.config
-        cursor = ctx.cursor
-        if not cfg.incremental:
-            return "full", "incremental collection is off in config", None
-        if not isinstance(cursor, dict) or cursor.get("v") != CURSOR_VERSION:
-            return "full", "no baseline yet", None
-        if cursor.get("config") != run.config_digest():
-            return "full", "what is collected changed in config since the baseline", None
-        try:
-            baseline = datetime.fromisoformat(cursor["baseline_utc"].replace("Z", "+00:00"))
-        except (KeyError, AttributeError, ValueError):
-            return "full", "the cursor has no baseline time", None
-        if ctx.started - baseline >= timedelta(days=cfg.full_every_days):
-            return "full", f"the baseline is older than {cfg.full_every_days:g} days", None
-        if ctx.base is None:
-            return "full", "the bag of the baseline is not in the catalogue", None
-        try:
-            ctx.base.verify()
-        except BaseBundleProblem as exc:
-            ctx.note("base_problem", str(exc))
-            return "full", f"the previous bag cannot be built on: {exc}", None
-        return "incremental", f"changes since the baseline of {cursor['baseline_utc']}", cursor
+        return choose_mode(ctx, enabled=cfg.incremental, version=CURSOR_VERSION, config_digest=run.config_digest(),
+                           full_every_days=cfg.full_every_days)
 
 
 __all__ = ["M365FilesConfig", "M365FilesConnector"]
