@@ -49,6 +49,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks._harness import collect, last_run  # noqa: E402
 
 from sandbox.aws import FAKE_CREDENTIALS, HOME_REGION, ORGANIZATION_ID, aws_truth, local_client, start_moto_server  # noqa: E402
 from sandbox.org import Org  # noqa: E402
@@ -141,26 +142,8 @@ def write_config(work: Path, url: str, domain: str, vault: Path) -> Path:
     return work / "config" / "shoseki.toml"
 
 
-def collect(config: Path, connector: str) -> dict:
-    started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "--config", str(config), "collect", connector,
-                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-    stderr_chunks: list[bytes] = []
-    reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read() if proc.stderr else b""), daemon=True)
-    reader.start()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - started
-    reader.join(timeout=5)
-    code = os.waitstatus_to_exitcode(status)
-    return {"wall_s": round(wall, 2), "exit": code, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "stderr_tail": b"".join(stderr_chunks).decode(errors="replace")[-400:] if code else ""}
 
 
-def last_run(vault: Path, connector: str, child: dict) -> dict:
-    bags = sorted(vault.glob(f"*/*/*_{connector}_r*"), key=lambda p: p.stat().st_mtime)
-    if not bags:
-        raise SystemExit(f"{connector}: no bag was sealed (exit {child['exit']}): {child['stderr_tail']}")
-    return json.loads((bags[-1] / "data" / "run.json").read_text(encoding="utf-8"))
 
 
 def serve(iam_users: int, seed: int, ready: Path) -> None:

@@ -39,10 +39,8 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import requests
@@ -51,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # this file is named google.py: keep its folder off the path so ``import google.auth`` still works
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
+from benchmarks._harness import collect, last_run, start_sandbox  # noqa: E402
 
 from sandbox.org import REFERENCE_TIME, Org  # noqa: E402
 
@@ -59,19 +58,6 @@ LATENCY_ENDPOINTS = ["oauth2.token", "batch", "directory.users.list", "directory
                      "drive.files.list", "drive.changes.getStartPageToken", "drive.changes.list"]
 
 
-def start_sandbox(users: int, workdir: Path) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "collector.cli", "sandbox", "serve", "--no-aws", "--no-microsoft",
-         "--size", str(users), "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
-    )
-    endpoints = workdir / "endpoints.json"
-    deadline = time.monotonic() + 300
-    while not endpoints.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"sandbox did not start ({users} users)")
-        time.sleep(0.1)
-    return proc, json.loads(endpoints.read_text())
 
 
 def set_conditions(base: str, latency_ms: float, drive_quota: int, directory_quota: int) -> None:
@@ -108,22 +94,8 @@ def directory_lower_bound(org: Org) -> int:
     return math.ceil(org.n / 500) + math.ceil(len(groups) / 200) + members + 1 + 1  # + roles + assignments
 
 
-def collect(config: Path, connector: str) -> dict:
-    started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "--config", str(config), "collect", connector,
-                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - started
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    return {"wall_s": round(wall, 2), "exit": os.waitstatus_to_exitcode(status), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "stderr_tail": stderr[-400:] if os.waitstatus_to_exitcode(status) else ""}
 
 
-def last_run(vault: Path, connector: str, child: dict) -> dict:
-    bags = sorted(vault.glob(f"*/*/*_{connector}_r*"), key=lambda p: p.stat().st_mtime)
-    if not bags:
-        raise SystemExit(f"{connector}: no bag was sealed (exit {child['exit']}): {child['stderr_tail']}")
-    return json.loads((bags[-1] / "data" / "run.json").read_text(encoding="utf-8"))
 
 
 def write_config(work: Path, e: dict, vault: Path) -> Path:
@@ -153,7 +125,7 @@ def mutate(base: str, org: Org) -> None:
 def measure(users: int, latency_ms: float, drive_quota: int, directory_quota: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="shoseki-bench-google-") as tmp:
         work = Path(tmp)
-        proc, e = start_sandbox(users, work / "sandbox")
+        proc, e = start_sandbox(users, work / "sandbox", "--no-aws", "--no-microsoft")
         base = e["google"]["root_url"].rstrip("/")
         try:
             org = Org(e["organization"]["seed"], users)

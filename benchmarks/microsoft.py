@@ -39,16 +39,15 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from benchmarks._harness import collect, last_run, start_sandbox  # noqa: E402
 
 from sandbox.org import REFERENCE_TIME, Org  # noqa: E402
 
@@ -69,19 +68,6 @@ def sharepoint_budget(users: int) -> int:
     return 6000
 
 
-def start_sandbox(users: int, workdir: Path) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "collector.cli", "sandbox", "serve", "--no-aws", "--no-google",
-         "--size", str(users), "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
-    )
-    endpoints = workdir / "endpoints.json"
-    deadline = time.monotonic() + 300
-    while not endpoints.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"sandbox did not start ({users} users)")
-        time.sleep(0.1)
-    return proc, json.loads(endpoints.read_text())
 
 
 class Admin:
@@ -172,22 +158,8 @@ def write_config(work: Path, e: dict, vault: Path, sp_per_min: float, dir_per_10
     return work / "config" / "shoseki.toml"
 
 
-def collect(config: Path, connector: str) -> dict:
-    started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "--config", str(config), "collect", connector,
-                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
-    code = os.waitstatus_to_exitcode(status)
-    return {"wall_s": round(time.monotonic() - started, 2), "exit": code, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "stderr_tail": stderr[-400:] if code else ""}
 
 
-def last_run(vault: Path, connector: str, child: dict) -> dict:
-    bags = sorted(vault.glob(f"*/*/*_{connector}_r*"), key=lambda p: p.stat().st_mtime)
-    if not bags:
-        raise SystemExit(f"{connector}: no bag was sealed (exit {child['exit']}): {child['stderr_tail']}")
-    return json.loads((bags[-1] / "data" / "run.json").read_text(encoding="utf-8"))
 
 
 def measure(users: int, latency_ms: float, scale: float) -> dict:
@@ -195,7 +167,7 @@ def measure(users: int, latency_ms: float, scale: float) -> dict:
     dir_per_10s = 3500 * scale
     with tempfile.TemporaryDirectory(prefix="shoseki-bench-ms-") as tmp:
         work = Path(tmp)
-        proc, e = start_sandbox(users, work / "sandbox")
+        proc, e = start_sandbox(users, work / "sandbox", "--no-aws", "--no-google")
         admin = Admin(e)
         try:
             org = Org(e["organization"]["seed"], users)
