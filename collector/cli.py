@@ -163,16 +163,23 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """
     import json
 
-    from collector.status import exit_code, render_text, snapshot
+    from collector.status import LEVEL_NAMES, exit_code, render_text, render_uploads, snapshot, upload_status
 
     config = _load(ctx)
     statuses, daemon = snapshot(config)
     code = exit_code(statuses)
+    uploads = upload_status(config)
+    if uploads and uploads["not_copied"]:  # bags not yet in the WORM copy need attention
+        code = max(code, 1)
     if as_json:
-        click.echo(json.dumps({"exit_code": code, "daemon": daemon, "connectors": [s.as_dict() for s in statuses]},
-                              ensure_ascii=False, indent=2))
+        click.echo(json.dumps({"exit_code": code, "daemon": daemon, "connectors": [s.as_dict() for s in statuses],
+                               "uploads": uploads}, ensure_ascii=False, indent=2))
     else:
-        click.echo(render_text(statuses, config.tz, daemon), nl=False)
+        text = render_text(statuses, config.tz, daemon)
+        if uploads is not None:  # the uploads go above the overall line, which counts them
+            text = text.rstrip("\n").rpartition("\n")[0] + "\n" + render_uploads(uploads, config.tz) \
+                + f"overall: {LEVEL_NAMES[code]} (exit {code})\n"
+        click.echo(text, nl=False)
     ctx.exit(code)
 
 
@@ -203,13 +210,19 @@ def check(ctx: click.Context) -> None:
 @main.command()
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @click.option("--public-key", type=click.Path(path_type=Path, exists=True), help="minisign public key (default: the vault's minisign.pub).")
+@click.option("--remote", is_flag=True, help="Also compare the S3 WORM copy ([vault] s3) with the manifests.")
 @click.pass_context
-def verify(ctx: click.Context, path: Path | None, public_key: Path | None) -> None:
+def verify(ctx: click.Context, path: Path | None, public_key: Path | None, remote: bool) -> None:
     """Verify a vault (manifests, signatures, chains, ledger) or a single bag."""
     from evidence.verify import load_public_key, verify_bag, verify_vault
 
-    if path is None:
-        path = _load(ctx).vault_path
+    config = None
+    if path is None or remote:
+        config = _load(ctx)
+        path = path or config.vault_path
+    if remote and config.main.vault.s3 is None:
+        click.echo("--remote: no WORM copy is configured ([vault] s3 = {...})", err=True)
+        ctx.exit(2)
     if not path.exists():
         click.echo(f"not found: {path}", err=True)
         ctx.exit(2)
@@ -218,6 +231,13 @@ def verify(ctx: click.Context, path: Path | None, public_key: Path | None) -> No
         report = verify_bag(path, label=str(path), public_key=load_public_key(key_path))
     else:
         report = verify_vault(Vault(path), public_key_path=public_key)
+    if remote:
+        from evidence.remote import verify_remote
+
+        rr = verify_remote(config, vault=None if (path / "bagit.txt").exists() else Vault(path))
+        report.problems.extend(rr.problems)
+        click.echo(f"remote: s3://{config.main.vault.s3.bucket}/{config.main.vault.s3.prefix}: "
+                   f"{rr.bags} bag(s), {rr.files} object(s) compared, {len(rr.problems)} problem(s)")
     for p in report.problems:
         click.echo(f"PROBLEM  {p.describe()}")
     summary = f"{report.bags} bag(s), {report.files} payload file(s), {report.bytes:,} bytes checked"

@@ -138,9 +138,57 @@ class OrganizationConfig(_Model):
         return value
 
 
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+
+
+class S3Config(_Model):
+    """``[vault] s3 = {...}``: the WORM copy in S3 Object Lock (evidence/remote.py)."""
+
+    bucket: str
+    prefix: str = "shoseki/"
+    object_lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
+    retain_days: int = Field(default=2555, ge=1, le=36500)
+    region: str = "us-east-1"
+    profile: str | None = None
+    endpoint_url: str | None = None    # moto / an S3-compatible store: https, or http on 127.0.0.1 only
+    timeout_s: float = Field(default=60.0, gt=0, le=600)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not _S3_BUCKET.match(value) or ".." in value:
+            raise ValueError(f"'{value}' is not an S3 bucket name (3-63 lower-case letters, digits, '.' and '-')")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/") or "//" in value:
+            raise ValueError(f"'{value}' is not a key prefix: no leading '/', no '..' or '//' (e.g. \"shoseki/\")")
+        return value if not value or value.endswith("/") else value + "/"
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not _REGION.match(value):
+            raise ValueError(f"'{value}' is not an AWS region name (e.g. ap-northeast-1)")
+        return value
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("https://", "http://127.0.0.1", "http://localhost", "http://[::1]")):
+            raise ValueError("must be an https:// URL (plain http only for 127.0.0.1 / localhost)")
+        return value.rstrip("/")
+
+
 class VaultConfig(_Model):
     path: ConfigPath
     signing_key: ConfigPath | None = None
+    s3: S3Config | None = None
 
 
 class DefaultsConfig(_Model):

@@ -103,6 +103,10 @@ def prepare(config: LoadedConfig) -> tuple[Vault, Any, list[dict[str, Any]]]:
     vault = open_vault(config)
     recovered = recover(vault)
     publish_public_key(vault, signing_key)
+    if config.main.vault.s3 is not None:  # bags a failed upload left behind (never raises)
+        from evidence.remote import retry_pending
+
+        retry_pending(config, vault=vault)
     return vault, signing_key, recovered
 
 
@@ -225,7 +229,12 @@ def run_connector(
                 catalogue.commit_cursor(entry.id, ctx.pending_cursor, run_id)
             note.unlink(missing_ok=True)
             log.info("sealed %s: %s, %s", entry.id, sealed.status, sealed.relpath)
-            return RunOutcome(entry.id, run_id, sealed.status, reasons, sealed)
+            result = RunOutcome(entry.id, run_id, sealed.status, reasons, sealed)
+    if config.main.vault.s3 is not None:  # the WORM copy: never raises, never touches the bag
+        from evidence.remote import after_seal
+
+        after_seal(config, vault, sealed.relpath)
+    return result
 
 
 def _base_bundle(vault: Vault, catalogue: Catalogue, run_id: str | None) -> BaseBundle | None:

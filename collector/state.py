@@ -61,13 +61,33 @@ class Catalogue:
         rows = [r for r in self.runs(connector_id) if status is None or r.get("status") == status]
         return rows[-1] if rows else None
 
+    # -- uploads to the WORM copy (evidence/remote.py): one row per bag, keyed by its relpath --
+    def record_upload(self, row: dict[str, Any]) -> None:
+        with self.vault.lock("catalog"), self._db() as db:
+            db.table("uploads").upsert(row, Query().bag == row["bag"])
+
+    def upload(self, bag: str) -> dict[str, Any] | None:
+        with self._db() as db:
+            doc = db.table("uploads").get(Query().bag == bag)
+        return None if doc is None else dict(doc)
+
+    def uploads(self) -> list[dict[str, Any]]:
+        with self._db() as db:
+            rows = db.table("uploads").all()
+        return sorted((dict(r) for r in rows), key=lambda r: (r.get("seq") or 0, r["bag"]))
+
     def replace_all(self, runs: list[dict[str, Any]], cursors: list[dict[str, Any]]) -> None:
         with self.vault.lock("catalog"):
+            uploads = []
             if self.path.exists():
+                with self._db() as db:  # what was copied to S3 is not in the vault: keep it
+                    uploads = [dict(r) for r in db.table("uploads").all()]
                 self.path.unlink()
             with self._db() as db:
                 db.table("runs").insert_multiple(runs)
                 db.table("cursors").insert_multiple(cursors)
+                if uploads:
+                    db.table("uploads").insert_multiple(uploads)
 
 
 def run_row_from_bag(vault: Vault, bag: Path, digest: str | None) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def parse_utc(text: str | None) -> datetime | None:
 # -- the catalogue, read without writing ----------------------------------------------------
 
 
-def _read_catalogue_file(path: Path) -> list[dict[str, Any]]:
+def _read_catalogue_file(path: Path, table: str = "runs") -> list[dict[str, Any]]:
     """TinyDB rewrites the file in place, so a read can meet a half-written file: try again."""
     for _ in range(40):
         try:
@@ -58,7 +58,7 @@ def _read_catalogue_file(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             time.sleep(0.05)
             continue
-        return [dict(r) for r in (data.get("runs") or {}).values()]
+        return [dict(r) for r in (data.get(table) or {}).values()]
     raise RuntimeError(f"{path} could not be read as JSON (is another program writing it?)")
 
 
@@ -72,6 +72,41 @@ def read_runs(vault: Vault) -> list[dict[str, Any]]:
             return _read_catalogue_file(path)
     except PermissionError:  # no write access to the lock file: read between writes
         return _read_catalogue_file(path)
+
+
+def upload_status(config: LoadedConfig) -> dict[str, Any] | None:
+    """The WORM copy (``[vault] s3``): bags sealed but not yet copied, and the last upload error.
+    None when no S3 copy is configured. Reads only."""
+    s3 = config.main.vault.s3
+    if s3 is None:
+        return None
+    from evidence import ledger
+
+    vault = Vault(config.vault_path)
+    path = vault.state / "catalog.json"
+    rows = {r.get("bag"): r for r in (_read_catalogue_file(path, "uploads") if path.exists() else [])}
+    waiting = [(e.bag, rows.get(e.bag)) for e in ledger.entries(vault.ledger)
+               if (rows.get(e.bag) or {}).get("status") != "uploaded" and (vault.root / e.bag).is_dir()]
+    errors = sorted((r for _, r in waiting if r and r.get("last_error")), key=lambda r: r.get("updated_utc") or "")
+    last = errors[-1] if errors else {}
+    return {
+        "bucket": s3.bucket, "prefix": s3.prefix, "not_copied": len(waiting),
+        "bags_not_copied": [b for b, _ in waiting], "last_error": last.get("last_error"),
+        "last_error_bag": last.get("bag"), "last_error_utc": last.get("updated_utc"),
+    }
+
+
+def render_uploads(summary: dict[str, Any] | None, tz: ZoneInfo) -> str:
+    if summary is None:
+        return ""
+    where = f"s3://{summary['bucket']}/{summary['prefix']}"
+    if not summary["not_copied"]:
+        return f"worm copy: {where}: every sealed bag copied\n"
+    lines = [f"worm copy: {where}: {summary['not_copied']} bag(s) NOT COPIED yet (retried at the next collection)"]
+    lines += [f"  not copied: {b}" for b in summary["bags_not_copied"][:10]]
+    if summary["last_error"]:
+        lines.append(f"  last upload error ({_local(summary['last_error_utc'], tz)}, {summary['last_error_bag']}): {summary['last_error']}")
+    return "\n".join(lines) + "\n"
 
 
 def _run_time(row: dict[str, Any]) -> datetime:
