@@ -53,7 +53,7 @@ from evidence.model import RawPage, utc_iso
 SCOPE = "https://www.googleapis.com/auth/"
 GOOGLE_ROOT = "https://www.googleapis.com/"
 DOCS = {"drive": "drive.v3.json", "directory": "admin.directory_v1.json", "reports": "admin.reports_v1.json"}
-RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "backendError"})
+RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"})
 TRANSIENT = (OSError, http.client.HTTPException, httplib2.HttpLib2Error, socket.timeout)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable, Iterator
 
-from connectors._google import GoogleClients, SubjectRefused, scopes, user_pid
+from connectors._google import GoogleClients, SubjectRefused, scopes
 from connectors.base import Cancelled, ConnectorError, PermissionDenied, RunContext
 from connectors.google_drive import mapping as m
 from connectors.google_drive.pool import run_pool
@@ -541,4 +541,4 @@ def _file_from_record(data: dict[str, Any]) -> dict[str, Any]:
     return f
 
 
-__all__ = ["CURSOR_VERSION", "Drive", "DriveReader", "Plan", "Snapshot", "user_pid"]
+__all__ = ["CURSOR_VERSION", "Drive", "DriveReader", "Plan", "Snapshot"]
