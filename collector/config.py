@@ -350,8 +350,9 @@ def _format_loc(prefix: str, loc: tuple[Any, ...]) -> str:
 
 
 def _pydantic_problems(
-    exc: ValidationError, file: Path, text: str, prefix: str, prefix_loc: tuple[Any, ...]
+    exc: ValidationError, file: Path, text: str, prefix: str, prefix_loc: tuple[Any, ...], array_table: str = "connector"
 ) -> list[ConfigProblem]:
+    """Problems of one validation, located in ``text``; ``prefix_loc`` indexes the ``[[array_table]]``."""
     problems = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -361,7 +362,7 @@ def _pydantic_problems(
         elif err["type"] == "missing":
             msg = "required key is missing"
         msg = msg.removeprefix("Value error, ")
-        line = _find_line(text, prefix_loc + loc, array_table="connector" if prefix_loc else None)
+        line = _find_line(text, prefix_loc + loc, array_table=array_table if prefix_loc else None)
         problems.append(ConfigProblem(file, _format_loc(prefix, loc), msg, line))
     return problems
 
