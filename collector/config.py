@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from connectors import UnknownConnectorType, connector_class
-from connectors.base import ConfigPath, Connector, ConnectorConfig, Organization
+from connectors.base import AwsRegion, ConfigPath, Connector, ConnectorConfig, EndpointUrl, Organization
 from evidence.model import canonical_json
 
 DEFAULT_CONFIG = Path("config/shoseki.toml")
@@ -139,7 +139,6 @@ class OrganizationConfig(_Model):
 
 
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 
 
 class S3Config(_Model):
@@ -149,9 +148,9 @@ class S3Config(_Model):
     prefix: str = "shoseki/"
     object_lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
     retain_days: int = Field(default=2555, ge=1, le=36500)
-    region: str = "us-east-1"
+    region: AwsRegion = "us-east-1"
     profile: str | None = None
-    endpoint_url: str | None = None    # moto / an S3-compatible store: https, or http on 127.0.0.1 only
+    endpoint_url: EndpointUrl = None    # moto / an S3-compatible store: https, or http on 127.0.0.1 only
     timeout_s: float = Field(default=60.0, gt=0, le=600)
 
     @field_validator("bucket")
@@ -168,21 +167,6 @@ class S3Config(_Model):
             raise ValueError(f"'{value}' is not a key prefix: no leading '/', no '..' or '//' (e.g. \"shoseki/\")")
         return value if not value or value.endswith("/") else value + "/"
 
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str) -> str:
-        if not _REGION.match(value):
-            raise ValueError(f"'{value}' is not an AWS region name (e.g. ap-northeast-1)")
-        return value
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _endpoint(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not value.startswith(("https://", "http://127.0.0.1", "http://localhost", "http://[::1]")):
-            raise ValueError("must be an https:// URL (plain http only for 127.0.0.1 / localhost)")
-        return value.rstrip("/")
 
 
 class VaultConfig(_Model):

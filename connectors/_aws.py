@@ -48,9 +48,11 @@ from pydantic import Field, field_validator
 
 from connectors.base import (
     AuthenticationError,
+    AwsRegion,
     ConfigPath,
     ConnectorConfig,
     ConnectorError,
+    EndpointUrl,
     PermissionDenied,
     RunContext,
     SourceError,
@@ -74,7 +76,6 @@ PERMISSION = {
     ("s3", "GetPublicAccessBlock"): "s3:GetBucketPublicAccessBlock",
     ("s3control", "GetPublicAccessBlock"): "s3:GetAccountPublicAccessBlock",
 }
-REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 ACCOUNT_RE = re.compile(r"^\d{12}$")
 
@@ -106,8 +107,8 @@ class AwsSettings(ConnectorConfig):
     """Keys shared by the AWS connectors."""
 
     profile: str | None = Field(None, description="a named profile of the shared config (default: the standard chain)")
-    region: str = Field("us-east-1", description="home region: STS, IAM and the S3 listing are called there")
-    endpoint_url: str | None = Field(None, description="one endpoint for every service (moto, an S3-compatible store)")
+    region: AwsRegion = Field("us-east-1", description="home region: STS, IAM and the S3 listing are called there")
+    endpoint_url: EndpointUrl = Field(None, description="one endpoint for every service (moto, an S3-compatible store)")
     ca_bundle: ConfigPath | None = Field(None, description="trust exactly this CA file for TLS")
     credentials_file: ConfigPath | None = Field(None, description="shared credentials file (default ~/.aws/credentials)")
     config_file: ConfigPath | None = Field(None, description="shared config file (default ~/.aws/config)")
@@ -117,21 +118,6 @@ class AwsSettings(ConnectorConfig):
     max_attempts: int = Field(10, ge=1, le=30, description="attempts per request, retries included (adaptive mode)")
     timeout_s: float = Field(60.0, gt=0)
 
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str) -> str:
-        if not REGION_RE.match(value):
-            raise ValueError(f"'{value}' is not an AWS region name (e.g. ap-northeast-1)")
-        return value
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _endpoint(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not value.startswith(("https://", "http://127.0.0.1", "http://localhost", "http://[::1]")):
-            raise ValueError("must be an https:// URL (plain http only for 127.0.0.1 / localhost)")
-        return value.rstrip("/")
 
     @field_validator("internal_accounts")
     @classmethod

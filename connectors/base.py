@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -86,6 +87,30 @@ def _resolve_config_path(value: Path, info: ValidationInfo) -> Path:
 
 ConfigPath = Annotated[Path, AfterValidator(_resolve_config_path)]
 """A path in config: ``~`` expanded, relative paths taken from the config file's directory."""
+
+
+AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+
+
+def aws_region(value: str) -> str:
+    """Config check: an AWS region name."""
+    if not AWS_REGION.match(value):
+        raise ValueError(f"'{value}' is not an AWS region name (e.g. ap-northeast-1)")
+    return value
+
+
+def aws_endpoint_url(value: str | None) -> str | None:
+    """Config check: an https URL, or plain http on the loopback (moto, a local S3-compatible store)."""
+    if value is None:
+        return None
+    if not value.startswith(("https://", "http://127.0.0.1", "http://localhost", "http://[::1]")):
+        raise ValueError("must be an https:// URL (plain http only for 127.0.0.1 / localhost)")
+    return value.rstrip("/")
+
+
+AwsRegion = Annotated[str, AfterValidator(aws_region)]
+EndpointUrl = Annotated[str | None, AfterValidator(aws_endpoint_url)]
+"""Config types shared by the AWS connectors and the vault's S3 copy."""
 
 
 def read_secret(*, file: Path | None, env: str | None, what: str) -> str:
