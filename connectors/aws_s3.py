@@ -44,7 +44,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from pydantic import Field
@@ -68,7 +67,6 @@ from connectors.base import (
     Cancelled,
     CheckResult,
     Connector,
-    Organization,
     PermissionDenied,
     RunContext,
     SourceError,
@@ -132,8 +130,7 @@ class AwsS3Connector(Connector):
             clients = self.ensure_clients()
         except Exception as exc:  # check never raises
             return result.add("AWS clients", False, f"{type(exc).__name__}: {exc}")
-        ctx = RunContext(run_id="check", connector_id="check", started=datetime.now(timezone.utc),
-                         organization=Organization("check", ()))
+        ctx = RunContext.for_check()
         clients.bind(ctx)
         first: dict[str, str | None] = {}
 

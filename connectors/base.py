@@ -226,6 +226,14 @@ class RunContext:
         self.identity: str | None = None
         self.base = base  # evidence.reader.BaseBundle: the complete bag that committed ``cursor``
 
+    @classmethod
+    def for_check(cls) -> "RunContext":
+        """A throw-away context for ``Connector.check()``: its counters and raw pages go nowhere."""
+        from datetime import timezone
+
+        return cls(run_id="check", connector_id="check", started=datetime.now(timezone.utc),
+                   organization=Organization("check", ()))
+
     # -- read-only view -------------------------------------------------------------------
     @property
     def cursor(self) -> Any:

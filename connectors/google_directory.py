@@ -160,8 +160,7 @@ class GoogleDirectoryConnector(Connector):
         except Exception as exc:  # check never raises
             return result.add("service-account key", False, f"{type(exc).__name__}: {exc}")
         result.add("service-account key", True, f"{clients.service_account}, acting as {cfg.admin_subject}")
-        ctx = RunContext(run_id="check", connector_id="check", started=datetime.now(timezone.utc),
-                         organization=Organization("check", ()))
+        ctx = RunContext.for_check()
         try:
             svc = clients.service("directory")
         except Exception as exc:  # check never raises

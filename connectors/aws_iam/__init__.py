@@ -47,7 +47,6 @@ Needs (all in the AWS managed policy ``SecurityAudit``): see ``permissions``.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from pydantic import Field
@@ -80,7 +79,6 @@ from connectors.aws_iam.mapping import (
 from connectors.base import (
     CheckResult,
     Connector,
-    Organization,
     PermissionDenied,
     RunContext,
     SourceError,
@@ -130,8 +128,7 @@ class AwsIamConnector(Connector):
             clients = self.ensure_clients()
         except Exception as exc:  # check never raises
             return result.add("AWS clients", False, f"{type(exc).__name__}: {exc}")
-        ctx = RunContext(run_id="check", connector_id="check", started=datetime.now(timezone.utc),
-                         organization=Organization("check", ()))
+        ctx = RunContext.for_check()
         clients.bind(ctx)
 
         def details(a: AwsAccount) -> str:

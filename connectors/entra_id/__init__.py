@@ -75,7 +75,6 @@ Microsoft Graph → Application permissions, then "Grant admin consent"), all re
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any, Iterator
 
 from pydantic import Field
@@ -85,7 +84,6 @@ from connectors.base import (
     CheckResult,
     Connector,
     ConnectorError,
-    Organization,
     PermissionDenied,
     RunContext,
     choose_mode,
@@ -158,8 +156,7 @@ class EntraIdConnector(Connector):
         except Exception as exc:  # check never raises
             return result.add("app credential", False, f"{type(exc).__name__}: {exc}")
         result.add("app credential", True, f"token for app {cfg.client_id} in tenant {cfg.tenant_id}")
-        ctx = RunContext(run_id="check", connector_id="check", started=datetime.now(timezone.utc),
-                         organization=Organization("check", ()))
+        ctx = RunContext.for_check()
         roles = "/roleManagement/directory"
         probes: list[tuple[str, str, str, dict[str, Any] | None, str, str | None]] = [
             ("users (principals)", "users.list", "/users", {"$select": "id", "$top": 1}, "User.Read.All", None),

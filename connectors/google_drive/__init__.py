@@ -32,7 +32,6 @@ The result equals what a full run would have written for the same state.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Iterator, Literal
 
 from pydantic import Field, field_validator
@@ -91,10 +90,7 @@ class GoogleDriveConnector(Connector):
             c: GoogleClients = self.ensure_clients()
         except Exception as exc:  # an unreadable key: explained, not raised
             return result.add("service-account key", False, str(exc))
-        from connectors.base import RunContext as _Ctx, Organization
-
-        ctx = _Ctx(run_id="check", connector_id="check", started=datetime.now().astimezone(),
-                   organization=Organization("", ()))
+        ctx = RunContext.for_check()
         admin = cfg.admin_subject
         probes = [
             ("directory users (as admin)", "directory", lambda s: s.users().list(customer=cfg.customer, maxResults=1,

@@ -56,13 +56,12 @@ tenant but the list of drives.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Iterator
 
 from pydantic import Field
 
 from connectors._graph import GraphClients, GraphSettings
-from connectors.base import CheckResult, Connector, Organization, RunContext, choose_mode
+from connectors.base import CheckResult, Connector, RunContext, choose_mode
 from connectors.m365_files.collect import CURSOR_VERSION, Snapshot
 from connectors.m365_files.reader import COST, DRIVE_SELECT
 from evidence.model import Record, utc_iso
@@ -101,8 +100,7 @@ class M365FilesConnector(Connector):
             result.add("app credential", True, f"token issued for {cfg.client_id}")
         except Exception as exc:  # check never raises: it explains
             return result.add("app credential", False, str(exc))
-        ctx = RunContext(run_id="check", connector_id="check", started=datetime.now().astimezone(),
-                         organization=Organization("", ()))
+        ctx = RunContext.for_check()
 
         def probe(name: str, permission: str, fn: Any) -> Any:
             try:
