@@ -133,12 +133,13 @@ def entra_rate_bound_s(org: Org) -> float:
 
 def entra_lower_bound(org: Org) -> int:
     """users 1 RU per 999, sign-in activity 1 per 500, the MFA report 1 per 100 (its page size is
-    the server's), groups with members (1 per group page and per 100 members), roles 3."""
+    the server's), groups with members (1 per group page and per 100 members), roles 3, guests'
+    sponsors 2 per 100 guests (a listing with ``$expand`` is 2 RU and pages of at most 100)."""
     users = org.n + org.n_guests
     groups = list(org.groups())
     members = sum(sum(1 for _ in org.group_members(g)) for g in groups)
     return (math.ceil(users / 999) + math.ceil(users / 500) + math.ceil(users / 100)
-            + math.ceil(len(groups) / 100) + math.ceil(members / 100) + 3)
+            + math.ceil(len(groups) / 100) + math.ceil(members / 100) + 3 + 2 * math.ceil(org.n_guests / 100))
 
 
 def write_config(work: Path, e: dict, vault: Path, sp_per_min: float, dir_per_10s: float) -> Path:

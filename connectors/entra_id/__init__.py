@@ -20,12 +20,19 @@ secret or a certificate, the configured CA only, retries with ``Retry-After``, t
   server-chosen pages, paced to ``report_calls_per_10s``, Graph's 5 per 10 s). The report does not
   cover disabled users: theirs is ``mfa = null`` (unknown), never false;
 * ``GET /groups/delta?$select=id,displayName,mail,securityEnabled,groupTypes,mailEnabled,members``:
-  every group with its members in ``members@delta`` (``$expand=members`` would stop at 20).
+  every group with its members in ``members@delta`` (``$expand=members`` would stop at 20);
+* guests' sponsors (``sponsors``; User.Read.All, no licence):
+  ``GET /users?$filter=userType eq 'Guest'&$select=id&$expand=sponsors&$top=100`` — G/100 calls at
+  2 RU (a listing with ``$expand`` stops at 100 a page whatever ``$top`` says; a guest has at most
+  five sponsors, within the 20 an expansion returns). ``users/delta`` cannot carry them (no
+  ``$expand`` on user delta, and ``$select`` tracks only the ``manager`` relationship), so a guest
+  the listing missed (created after it), changed in the delta, or one of whose sponsors changed is
+  read alone: ``GET /users/{id}/sponsors`` in ``$batch`` requests of 20.
 
-Sign-in activity, the MFA report and PIM are optional: refused for a missing permission or
-licence, the run stays complete, the fields are null, run.json's notes say why
-(``signin_activity`` / ``mfa_report`` / ``pim``: ``available``, ``reason``), and ``shoseki check``
-names the permission or licence to add (or the setting that turns the part off).
+Sign-in activity, the MFA report, PIM and guests' sponsors are optional: refused for a missing
+permission or licence, the run stays complete, the fields are null, run.json's notes say why
+(``signin_activity`` / ``mfa_report`` / ``pim`` / ``sponsors``: ``available``, ``reason``), and
+``shoseki check`` names the permission or licence to add (or the setting that turns the part off).
 
 Identifiers (shared with the ``m365_files`` connector's grantees, and equal to the Google
 connectors' for the same address, so one person joins across sources):
@@ -46,7 +53,9 @@ decided against the organisation's domains (a guest by its real address), ``enab
 read), ``roles`` (their names), ``last_sign_in`` (the later of the interactive and non-interactive
 sign-in; both, and the last successful one, in ``attributes``), ``created``; ``attributes`` also
 hold ``object_id``, ``upn``, ``mail``, ``user_type``, ``external_user_state``, ``creation_type``,
-``mfa_capable``, ``mfa_methods``, ``mfa_available``, ``signin_available``, ``eligible_roles``.
+``mfa_capable``, ``mfa_methods``, ``mfa_available``, ``signin_available``, ``eligible_roles``; a
+guest's also ``sponsors`` (its sponsors' principal ids, sorted: ``user:<address>`` or ``group:…``;
+``[]`` when Graph says it has none; null when they could not be read) and ``sponsor_object_ids``.
 Groups are principals of kind ``group``; each member a membership (member kind user / guest / group
 / service_account, role ``member``). Each active role assignment and each eligibility schedule is a
 grant of role ``admin`` on the tenant (``raw_role`` = the role's name, ``grant_id`` = the
@@ -55,9 +64,11 @@ administrator, now or on activation" is a query over grants.
 
 Incremental runs (``incremental = true``; a full baseline every ``full_every_days``): the cursor
 keeps the users and groups delta links. A run follows both links, re-reads the roles (no delta;
-a few calls), re-reads sign-in activity and the MFA report only every ``refresh_reports_hours``
-(in between, unchanged users keep the base bag's values; a user disabled since is ``mfa = null``
-as the report would say; users created since get theirs at the next refresh), applies the
+a few calls), re-reads sign-in activity, the MFA report and the guests' sponsors only every
+``refresh_reports_hours`` (in between, unchanged users keep the base bag's values; a user disabled
+since is ``mfa = null`` as the report would say; users created since get theirs at the next
+refresh; a guest changed or added in the delta, or whose sponsor changed or was removed, has its
+sponsors read alone, in ``$batch``), applies the
 changes to the records of the previous *complete* bag (checked against its manifest first) and
 seals a **complete** bag — run.json notes ``mode: incremental``, the base bag's digest and the
 changes applied. A delta link the service will not continue (410 Gone, or a refused token) means
@@ -65,8 +76,9 @@ a full resync in the same run, with the reason in ``mode_reason``.
 
 Memory: records are streamed; what is held is per user, not per record — object id → principal
 id (members name users by object id only) and, while joining, the sign-in and MFA values (a few
-short strings each: tens of MB at 100k users) — plus the roles and, in incremental runs, the
-changes.
+short strings each: tens of MB at 100k users) and each guest's sponsors (five ids at most) — plus
+the roles and, in incremental runs, the changes and the changed guests held back until their
+sponsors are read.
 
 Application permissions to grant (Entra admin center → App registrations → API permissions →
 Microsoft Graph → Application permissions, then "Grant admin consent"), all read-only: see
@@ -92,14 +104,16 @@ from connectors.entra_id import mapping as m
 from connectors.entra_id.collect import (
     AUDIT_PERMISSION,
     CURSOR_VERSION,
+    GUEST_FILTER,
     PIM_PERMISSION,
     REGISTRATION_PATH,
+    USERS_PERMISSION,
     Snapshot,
 )
 from evidence.model import RawPage, Record
 
 PERMISSIONS = (
-    "User.Read.All",
+    "User.Read.All (users, guests and the guests' sponsors)",
     "GroupMember.Read.All",
     "RoleManagement.Read.Directory",
     "AuditLog.Read.All (sign-in activity and the MFA registration report; signInActivity needs a "
@@ -118,6 +132,7 @@ class EntraIdConfig(GraphSettings):
     signin_activity: bool = Field(True, description="read users' signInActivity (AuditLog.Read.All + Entra ID P1/P2)")
     mfa_report: bool = Field(True, description="read the MFA registration report (AuditLog.Read.All)")
     pim: bool = Field(True, description="read PIM role eligibility schedules (Entra ID P2) when readable")
+    sponsors: bool = Field(True, description="read guests' sponsors (User.Read.All)")
     incremental: bool = True
     full_every_days: float = Field(7.0, gt=0, description="a full baseline at least this often")
     refresh_reports_hours: float = Field(24.0, ge=0, description="re-read sign-in and MFA data this often in incremental runs")
@@ -134,8 +149,8 @@ class EntraIdConnector(Connector):
     permissions = PERMISSIONS
     description = (
         "Snapshots Microsoft Entra ID through Microsoft Graph: users and guests with their sign-in activity, "
-        "MFA registration and account state, groups and every membership, directory roles and who holds them "
-        "(active and PIM-eligible)."
+        "MFA registration and account state, guests' sponsors, groups and every membership, directory roles and "
+        "who holds them (active and PIM-eligible)."
     )
 
     config: EntraIdConfig
@@ -171,6 +186,10 @@ class EntraIdConnector(Connector):
         if cfg.mfa_report:
             probes.append(("MFA registration report (principals.mfa)", "reports.userRegistrationDetails",
                            REGISTRATION_PATH, {"$top": 1}, AUDIT_PERMISSION, "mfa_report"))
+        if cfg.sponsors:
+            probes.append(("guests' sponsors (principals.attributes.sponsors)", "users.guestSponsors", "/users",
+                           {"$filter": GUEST_FILTER, "$select": "id", "$expand": "sponsors", "$top": 1},
+                           USERS_PERMISSION, "sponsors"))
         if cfg.pim:
             probes.append(("PIM role eligibility (grants)", "roles.eligibilitySchedules",
                            f"{roles}/roleEligibilitySchedules", None, PIM_PERMISSION, "pim"))

@@ -15,17 +15,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterator
 
-from connectors._graph import DeltaReset, GraphClients, graph_failure
+from connectors._graph import DeltaReset, GraphClients, GraphFailure, graph_failure
 from connectors.base import Cancelled, ConnectorError, RunContext, SourceError
 from connectors.entra_id import mapping as m
-from evidence.model import Record, canonical_json, utc_iso
+from evidence.model import Principal, Record, canonical_json, utc_iso
 
-CURSOR_VERSION = 1
+CURSOR_VERSION = 2        # 2: guests' sponsors in the records and their availability in the cursor
 USER_SELECT = "id,userPrincipalName,displayName,mail,userType,accountEnabled,createdDateTime,externalUserState,creationType"
 GROUP_SELECT = "id,displayName,mail,securityEnabled,groupTypes,mailEnabled,members"
 ROLE_SELECT = "id,displayName,description,templateId,isBuiltIn,isEnabled"
 USERS_PAGE = 999          # users.list maximum
 SIGNIN_PAGE = 500         # the signInActivity maximum (older documents say 120)
+EXPAND_PAGE = 100         # a directory listing with $expand stops at 100 a page, whatever $top says
+GUEST_FILTER = "userType eq 'Guest'"
+USERS_PERMISSION = "User.Read.All"
 ROLES_PERMISSION = "RoleManagement.Read.Directory"
 AUDIT_PERMISSION = "AuditLog.Read.All"
 PIM_PERMISSION = "RoleManagement.Read.Directory (or RoleEligibilitySchedule.Read.Directory)"
@@ -125,6 +128,21 @@ class Reports:
 
 
 @dataclass
+class Sponsors:
+    """Guests' sponsors by guest object id — read this run with the guest listing (``refreshed``),
+    or carried over from the base bag's records between refreshes (``users/delta`` does not track
+    the sponsors relationship). A guest missing from the listing, changed in the delta, or whose
+    sponsor changed is read alone (:meth:`Reader.sponsors_of`)."""
+
+    refreshed: bool
+    by_guest: dict[str, m.Sponsorship] = field(default_factory=dict)
+    available: bool = False
+    reason: str | None = None
+    as_of: str | None = None
+    read_alone: int = 0
+
+
+@dataclass
 class Changes:
     """What the users and groups delta links reported since the cursor."""
 
@@ -134,6 +152,9 @@ class Changes:
     groups_removed: set[str] = field(default_factory=set)
     added: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     removed: set[tuple[str, str]] = field(default_factory=set)
+
+
+_READ_ALONE = object()  # a guest whose sponsors are read after the user pass
 
 
 class ResyncNeeded(Exception):
@@ -273,6 +294,77 @@ class Reader:
             return None, f"not read: {exc}"
         return out, None
 
+    # -- guests' sponsors ---------------------------------------------------------------------------
+    def sponsors(self) -> Sponsors:
+        """Every guest with its sponsors: ``GET /users?$filter=userType eq 'Guest'&$select=id&
+        $expand=sponsors`` (100 a page: Graph's cap with ``$expand``; a guest has at most five
+        sponsors, within the 20 an expansion returns). User.Read.All, no licence."""
+        out = Sponsors(refreshed=True, as_of=utc_iso(self.ctx.started))
+        if not self.config.sponsors:
+            out.reason = "sponsors = false in config"
+            return out
+        params = {"$filter": GUEST_FILTER, "$select": "id", "$expand": "sponsors", "$top": EXPAND_PAGE}
+        self.ctx.source(endpoint="users.guestSponsors", path="/users", **params)
+        try:
+            for page in self.pages("users.guestSponsors", "/users", params, units=2, where="guest sponsors",
+                                   optional=USERS_PERMISSION):
+                for u in page.get("value") or []:
+                    if isinstance(u.get("sponsors"), list):  # absent: not said, so read alone later
+                        out.by_guest[str(u.get("id"))] = m.sponsorship_from_graph(u["sponsors"], self.ctx.organization)
+        except Unavailable as exc:
+            out.by_guest, out.reason = {}, exc.reason
+            return out
+        except Cancelled:
+            raise
+        except ConnectorError as exc:
+            self.ctx.error("guest sponsors", f"{exc} (guests' sponsors are unknown in this run)")
+            out.by_guest, out.reason = {}, f"not read: {exc}"
+            return out
+        out.available = True
+        return out
+
+    def sponsors_of(self, oids: list[str]) -> tuple[dict[str, m.Sponsorship], str | None]:
+        """The sponsors of a few guests, ``GET /users/{id}/sponsors`` in ``$batch`` requests of 20.
+        Returns what was read and, when Graph refused it, why (those guests stay unknown)."""
+        self.ctx.source(endpoint="users.sponsors", path="/users/{id}/sponsors", batched=True, guests=len(oids))
+        try:
+            results = self.clients.batch(self.ctx, "users.sponsors", [(oid, f"/users/{oid}/sponsors", 1) for oid in oids])
+        except Cancelled:
+            raise
+        except ConnectorError as exc:
+            self.ctx.error("guest sponsors", f"{exc} (the sponsors of {len(oids)} guest(s) are unknown in this run)")
+            return {}, None
+        out: dict[str, m.Sponsorship] = {}
+        refused: str | None = None
+        failed: list[str] = []
+        for oid in oids:
+            r = results.get(oid)
+            if isinstance(r, tuple):
+                body, objects = r[1], list(r[1].get("value") or [])
+                try:
+                    while body.get("@odata.nextLink"):  # five sponsors at most: one page, but never cut short
+                        _, body = self.clients.get(self.ctx, "users.sponsors", body["@odata.nextLink"], where="guest sponsors")
+                        objects += body.get("value") or []
+                except Cancelled:
+                    raise
+                except ConnectorError as exc:
+                    failed.append(f"{oid}: {exc}")
+                    continue
+                out[oid] = m.sponsorship_from_graph(objects, self.ctx.organization)
+                continue
+            f = r if isinstance(r, GraphFailure) else GraphFailure(0, "noAnswer", "no answer", None)
+            reason = m.unavailable_reason(f.status, f.code, f.message, USERS_PERMISSION)
+            if reason is not None:
+                refused = reason
+            elif f.status == 404:  # deleted since the delta said it changed: the next delta removes it
+                self.ctx.logger.warning("guest %s: gone before its sponsors were read (%s)", oid, f.describe())
+            else:
+                failed.append(f"{oid}: {f.describe()}")
+        if failed:
+            self.ctx.error("guest sponsors", f"the sponsors of {len(failed)} guest(s) could not be read (unknown in this run): "
+                                             + "; ".join(failed[:5]))
+        return out, refused
+
     # -- users and groups -------------------------------------------------------------------------
     def users(self, *, delta: bool) -> Iterator[list[dict[str, Any]]]:
         """Every user: the delta round (whose last page gives the deltaLink) or, without incremental
@@ -361,6 +453,9 @@ class Snapshot:
         self.pids: set[str] = set()
         self.counts: Counter[str] = Counter()
         self.reports: Reports | None = None
+        self.sponsors: Sponsors | None = None
+        self.touched: set[str] = set()                 # incremental: objects the delta changed or removed
+        self.unread_guests: list[Principal] = []       # guests whose sponsors are read after the user pass
         self.baseline: str | None = None
         self.mode = "full"
 
@@ -369,17 +464,18 @@ class Snapshot:
         """The settings that change *what* is collected: a change forces a full run."""
         c = self.config
         what = {"tenant": c.tenant_id.lower(), "graph": c.graph_url, "signin": c.signin_activity, "mfa": c.mfa_report,
-                "pim": c.pim, "domains": list(self.org.domains)}
+                "pim": c.pim, "sponsors": c.sponsors, "domains": list(self.org.domains)}
         return hashlib.sha256(canonical_json(what).encode()).hexdigest()[:16]
 
     def cursor(self) -> dict[str, Any] | None:
-        if not (self.read.users_link and self.read.groups_link and self.reports and self.baseline):
+        if not (self.read.users_link and self.read.groups_link and self.reports and self.sponsors and self.baseline):
             return None
-        r = self.reports
+        r, sp = self.reports, self.sponsors
         return {"v": CURSOR_VERSION, "baseline_utc": self.baseline, "config": self.config_digest(),
                 "users_delta": self.read.users_link, "groups_delta": self.read.groups_link,
                 "reports": {"as_of": r.as_of, "signin_available": r.signin_available, "signin_reason": r.signin_reason,
-                            "mfa_available": r.mfa_available, "mfa_reason": r.mfa_reason}}
+                            "mfa_available": r.mfa_available, "mfa_reason": r.mfa_reason,
+                            "sponsors_available": sp.available, "sponsors_reason": sp.reason}}
 
     def reports_due(self, cursor: dict[str, Any]) -> bool:
         as_of = (cursor.get("reports") or {}).get("as_of")
@@ -395,14 +491,20 @@ class Snapshot:
                        signin_reason=c.get("signin_reason"), mfa_available=bool(c.get("mfa_available")),
                        mfa_reason=c.get("mfa_reason"), as_of=c.get("as_of"))
 
+    def carried_sponsors(self, cursor: dict[str, Any]) -> Sponsors:
+        c = cursor.get("reports") or {}
+        return Sponsors(refreshed=False, available=bool(c.get("sponsors_available")), reason=c.get("sponsors_reason"),
+                        as_of=c.get("as_of"))
+
     # -- the run ------------------------------------------------------------------------------------
     def run(self, mode: str, why: str, cursor: dict[str, Any] | None) -> Iterator[Record]:
         ctx = self.ctx
         changes: Changes | None = None
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoseki-entra") as pool:
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="shoseki-entra") as pool:
             roles_f: Future[Roles] = pool.submit(self.read.roles)
             due = mode == "full" or (cursor is not None and self.reports_due(cursor))
             reports_f: Future[Reports] | None = pool.submit(self.read.reports) if due else None
+            sponsors_f: Future[Sponsors] | None = pool.submit(self.read.sponsors) if due else None
             if mode == "incremental" and cursor is not None:
                 try:
                     changes = self.read.changes(cursor["users_delta"], cursor["groups_delta"])
@@ -411,8 +513,11 @@ class Snapshot:
                     self.read.users_link = self.read.groups_link = None
                     if reports_f is None:
                         reports_f = pool.submit(self.read.reports)
+                    if sponsors_f is None:
+                        sponsors_f = pool.submit(self.read.sponsors)
             roles = roles_f.result()
             self.reports = reports_f.result() if reports_f is not None else self.carried_reports(cursor or {})
+            self.sponsors = sponsors_f.result() if sponsors_f is not None else self.carried_sponsors(cursor or {})
         self.mode = mode
         ctx.note("mode", mode)
         ctx.note("mode_reason", why)
@@ -429,6 +534,9 @@ class Snapshot:
             yield from self.full(roles)
         else:
             yield from self.incremental(roles, changes)
+        sp = self.sponsors
+        ctx.note("sponsors", {"available": sp.available, "reason": sp.reason, "refreshed": sp.refreshed, "as_of": sp.as_of,
+                              "read_alone": sp.read_alone})
         ctx.note("counts", dict(sorted(self.counts.items())))
         yield m.tenant_resource(self.config.tenant_id, self.config.tenant_id, dict(sorted(self.counts.items())))
 
@@ -446,7 +554,9 @@ class Snapshot:
 
     # -- the pieces both modes emit ---------------------------------------------------------------
     def user_record(self, u: dict[str, Any], roles: Roles, held: tuple[dict[str, set[str]], dict[str, set[str]]],
-                    base: dict[str, Any] | None) -> Record:
+                    base: dict[str, Any] | None, *, changed: bool = False) -> Record | None:
+        """The user's record; None for a guest whose sponsors are still to be read (it comes out of
+        :meth:`unread_guest_records` after the user pass)."""
         oid = str(u.get("id"))
         active, eligible = held
         assert self.reports is not None
@@ -458,7 +568,41 @@ class Snapshot:
         self.pids.add(p.id)
         self.users[oid] = (p.id, p.kind)
         self.counts["guests" if p.kind == "guest" else "users"] += 1
-        return p.record()
+        if p.kind != "guest":
+            return p.record()
+        known = self.guest_sponsors(oid, base, changed)
+        if known is _READ_ALONE:
+            self.unread_guests.append(p)
+            return None
+        return m.with_sponsors(p, known).record()  # type: ignore[arg-type]
+
+    def guest_sponsors(self, oid: str, base: dict[str, Any] | None, changed: bool) -> m.Sponsorship | None | object:
+        """A guest's sponsors if known now, None if they cannot be read in this run, or
+        ``_READ_ALONE``: read them for this guest after the user pass."""
+        sp = self.sponsors
+        assert sp is not None
+        if not sp.available:
+            return None
+        if sp.refreshed:  # listed this run; a guest created since the listing is read alone
+            return sp.by_guest.get(oid, _READ_ALONE)
+        carried = m.sponsorship_from_record(base) if base is not None else None
+        if changed or carried is None or not self.touched.isdisjoint(carried.object_ids):
+            return _READ_ALONE  # changed or new, never read, or a sponsor changed (renamed, deleted)
+        return carried
+
+    def unread_guest_records(self) -> Iterator[Record]:
+        """The guests held back by :meth:`user_record`, with their sponsors read in ``$batch``es."""
+        if not self.unread_guests:
+            return
+        sp = self.sponsors
+        assert sp is not None
+        guests, self.unread_guests = self.unread_guests, []
+        got, refused = self.read.sponsors_of([str(p.attributes.get("object_id")) for p in guests])
+        sp.read_alone += len(guests)
+        if refused is not None:
+            sp.available, sp.reason = False, refused
+        for p in guests:
+            yield m.with_sponsors(p, got.get(str(p.attributes.get("object_id")))).record()
 
     def group_record(self, g: dict[str, Any]) -> Record:
         p = m.group_principal(g, self.org)
@@ -500,7 +644,10 @@ class Snapshot:
         for users in self.read.users(delta=self.config.incremental):
             for u in users:
                 if u.get("@removed") is None:
-                    yield self.user_record(u, roles, held, None)
+                    rec = self.user_record(u, roles, held, None)
+                    if rec is not None:
+                        yield rec
+        yield from self.unread_guest_records()
         try:
             yield from self.full_groups()
         except Cancelled:
@@ -535,6 +682,7 @@ class Snapshot:
         seen_users: set[str] = set()    # changed users found in the base (the rest are new)
         seen_groups: set[str] = set()
         applied: Counter[str] = Counter()
+        self.touched = set(ch.users) | ch.users_removed | set(ch.groups) | ch.groups_removed
         for _, data in base.records("principals"):
             kind, oid = data.get("kind"), (data.get("attributes") or {}).get("object_id")
             if kind in ("user", "guest") and oid:
@@ -546,7 +694,9 @@ class Snapshot:
                     u = {**u, **ch.users[oid]}
                     seen_users.add(oid)
                     applied["users_changed"] += 1
-                yield self.user_record(u, roles, held, data)
+                rec = self.user_record(u, roles, held, data, changed=oid in ch.users)
+                if rec is not None:
+                    yield rec
             elif kind == "group" and oid:
                 if oid in ch.groups_removed:
                     applied["groups_removed"] += 1
@@ -560,7 +710,10 @@ class Snapshot:
             # roles are re-read every run; anything else is not this connector's
         for oid in sorted(set(ch.users) - seen_users):
             applied["users_added"] += 1
-            yield self.user_record(ch.users[oid], roles, held, None)
+            rec = self.user_record(ch.users[oid], roles, held, None, changed=True)
+            if rec is not None:
+                yield rec
+        yield from self.unread_guest_records()
         for gid in sorted(set(ch.groups) - seen_groups):
             applied["groups_added"] += 1
             yield self.group_record(ch.groups[gid])
@@ -595,4 +748,4 @@ class Snapshot:
         ctx.note("base", {"run_id": base.run_id, "bag": base.relpath, "tagmanifest_sha256": base.digest})
 
 
-__all__ = ["CURSOR_VERSION", "Pacer", "Reader", "Reports", "Roles", "Snapshot", "Unavailable"]
+__all__ = ["CURSOR_VERSION", "Pacer", "Reader", "Reports", "Roles", "Snapshot", "Sponsors", "Unavailable"]

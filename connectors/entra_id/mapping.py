@@ -8,6 +8,7 @@ same bytes for the same state.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import datetime, timezone
 from typing import Any, Iterable, NamedTuple
@@ -187,6 +188,45 @@ def user_principal(u: dict[str, Any], org: Organization, *, roles: Iterable[str]
     )
 
 
+class Sponsorship(NamedTuple):
+    """A guest's sponsors: their principal ids (as this connector names users and groups) and their
+    directory object ids (to notice, in an incremental run, that a sponsor itself changed)."""
+
+    principals: tuple[str, ...]
+    object_ids: tuple[str, ...]
+
+
+def sponsorship_from_graph(objects: Iterable[dict[str, Any]], org: Organization) -> Sponsorship:
+    """The ``sponsors`` of a guest as Graph lists them (users and groups, ``@odata.type`` set)."""
+    pids, oids = set(), set()
+    for obj in objects:
+        oid = str(obj.get("id"))
+        pids.add(who_from_object(obj, oid, org).pid)
+        oids.add(oid)
+    return Sponsorship(tuple(sorted(pids)), tuple(sorted(oids)))
+
+
+def sponsorship_from_record(data: dict[str, Any]) -> Sponsorship | None:
+    """What a guest record says about its sponsors; None when it does not know them."""
+    a = data.get("attributes") or {}
+    pids, oids = a.get("sponsors"), a.get("sponsor_object_ids")
+    if not isinstance(pids, list) or not isinstance(oids, list):
+        return None
+    return Sponsorship(tuple(pids), tuple(oids))
+
+
+def with_sponsors(p: Principal, sponsors: Sponsorship | None) -> Principal:
+    """A guest with ``attributes.sponsors`` (sorted principal ids; ``[]``: Graph says none; ``None``:
+    not read) and ``attributes.sponsor_object_ids``; any other principal unchanged."""
+    if p.kind != "guest":
+        return p
+    return dataclasses.replace(p, attributes={
+        **p.attributes,
+        "sponsors": list(sponsors.principals) if sponsors is not None else None,
+        "sponsor_object_ids": list(sponsors.object_ids) if sponsors is not None else None,
+    })
+
+
 USER_FIELDS_FROM_RECORD = ("id", "userPrincipalName", "mail", "displayName", "userType", "accountEnabled",
                            "createdDateTime", "externalUserState", "creationType")
 
@@ -304,7 +344,7 @@ def unavailable_reason(status: int, code: str, message: str, permission: str) ->
 
 
 __all__ = [
-    "Mfa", "SignIn", "Who", "email_domain", "gtime", "group_pid", "group_principal", "membership", "role_grant",
-    "role_pid", "role_principal", "tenant_resource", "tenant_rid", "unavailable_reason", "user_email", "user_pid",
-    "user_principal", "who_from_object",
+    "Mfa", "SignIn", "Sponsorship", "Who", "email_domain", "gtime", "group_pid", "group_principal", "membership", "role_grant",
+    "role_pid", "role_principal", "sponsorship_from_graph", "sponsorship_from_record", "tenant_resource", "tenant_rid",
+    "unavailable_reason", "user_email", "user_pid", "user_principal", "who_from_object", "with_sponsors",
 ]

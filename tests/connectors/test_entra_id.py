@@ -5,10 +5,11 @@ full (with its resource-unit cost)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -18,13 +19,14 @@ from collector.config import load_config
 from collector.runner import run_connector
 from connectors.base import Organization, RunContext
 from connectors.entra_id import EntraIdConfig, EntraIdConnector
-from connectors.entra_id.collect import Pacer
-from connectors.entra_id.mapping import gtime, user_email
+from connectors.entra_id.collect import Changes, Pacer, Snapshot
+from connectors.entra_id.mapping import gtime, sponsorship_from_graph, user_email
 from evidence.model import canonical_json
 from evidence.reader import BaseBundle
 from sandbox import microsoft as ms_sandbox
 from sandbox.env import CONNECTOR_TEMPLATES, SandboxEnv
 from sandbox.microsoft import DEFAULT_APP_ROLES
+from sandbox.org import Org
 from sandbox.server import FaultRule
 from sandbox.truth import counts, problems
 
@@ -148,6 +150,8 @@ def check_truth(org, recs) -> None:
             assert rec["kind"] == "guest" and rec["external"] is True and rec["domain"] == subject.split("@")[1], prob
             assert "#EXT#" in rec["attributes"]["upn"] and rec["id"] == f"user:{subject}"
             assert rec["attributes"]["last_interactive_sign_in"] == gtime(g.last_login and g.last_login.isoformat())
+            if kind == "guest_without_sponsor":
+                assert rec["attributes"]["sponsors"] == [] and rec["attributes"]["sponsor_object_ids"] == [], prob
             if kind == "guest_inactive":
                 assert rec["last_sign_in"] is None or rec["last_sign_in"] < "2026-08-03", prob
         elif kind in ("group_external_member", "group_unapproved_member"):
@@ -159,6 +163,22 @@ def check_truth(org, recs) -> None:
         found[kind] += 1
     assert {"admin_without_mfa", "leaver_enabled", "guest_without_sponsor", "guest_inactive",
             "guest_unapproved_domain", "group_external_member", "group_unapproved_member"} <= set(found)
+    check_sponsors(org, recs)
+
+
+def check_sponsors(org, recs) -> None:
+    """Every guest's sponsors as the organisation says (its inviter, or none: guest 3); members
+    carry no sponsors at all."""
+    by_email = users_by_email(recs)
+    for g in org.guests():
+        rec = by_email[g.email]
+        want = [] if g.invited_by is None else [f"user:{org.person(g.invited_by).email}"]
+        assert rec["attributes"]["sponsors"] == want, g
+        assert len(rec["attributes"]["sponsor_object_ids"]) == len(want)
+        if want:  # a sponsor is named as the connector names that user
+            assert want[0] in recs["principals"]
+    assert by_email[org.guest(3).email]["attributes"]["sponsors"] == []
+    assert not [p for p in by_email.values() if p["kind"] == "user" and "sponsors" in p["attributes"]]
 
 
 # -- declarations ---------------------------------------------------------------------------------
@@ -167,14 +187,26 @@ def check_truth(org, recs) -> None:
 def test_declarations_and_defaults():
     cfg = EntraIdConfig.model_validate({"tenant_id": "t", "client_id": "c", "client_secret_file": "/s"})
     assert (cfg.ru_per_10s, cfg.signin_activity, cfg.mfa_report, cfg.pim, cfg.incremental) == (3500, True, True, True, True)
-    assert (cfg.full_every_days, cfg.refresh_reports_hours) == (7, 24)
+    assert (cfg.full_every_days, cfg.refresh_reports_hours, cfg.sponsors) == (7, 24, True)
     assert EntraIdConnector.make_clients(cfg).budget.project_per_minute == 6 * 3500
     perms = EntraIdConnector.permissions
     assert [p.split()[0] for p in perms] == ["User.Read.All", "GroupMember.Read.All", "RoleManagement.Read.Directory",
                                              "AuditLog.Read.All"]
-    assert "P1 or P2" in perms[-1]
+    assert "P1 or P2" in perms[-1] and "sponsors" in perms[0]  # no permission beyond User.Read.All
     assert user_email({"userPrincipalName": "a.b_x.example#EXT#@t.onmicrosoft.com"}) == "a.b@x.example"
     assert user_email({"mail": "A@X.example", "userPrincipalName": "z"}) == "a@x.example"
+
+
+def test_sponsors_are_named_as_the_connector_names_users_and_groups():
+    org = Organization("t", ("example.co.jp",))
+    s = sponsorship_from_graph([
+        {"@odata.type": "#microsoft.graph.user", "id": "u1", "mail": "Boss@Example.co.jp", "userPrincipalName": "boss@example.co.jp"},
+        {"@odata.type": "#microsoft.graph.group", "id": "g1", "mail": "Sponsors@example.co.jp", "mailEnabled": True},
+        {"@odata.type": "#microsoft.graph.group", "id": "g2", "mail": None, "mailEnabled": False},
+    ], org)
+    assert s.principals == ("group:entra:g2", "group:sponsors@example.co.jp", "user:boss@example.co.jp")
+    assert s.object_ids == ("g1", "g2", "u1")
+    assert sponsorship_from_graph([], org) == ((), ())
 
 
 def test_the_example_config_loads_and_both_copies_agree(tmp_path):
@@ -222,10 +254,15 @@ def test_small_tenant_through_the_sandbox_template_matches_the_truth(env, standi
     assert info["mode"] == "full" and info["errors"] == []
     for part in ("signin_activity", "mfa_report", "pim"):
         assert info["notes"][part]["available"] is True
-    # the call plan: one page of each at this size, $select everywhere, members through groups/delta
+    # the call plan: one page of each at this size, $select everywhere, members through groups/delta,
+    # the guests with their sponsors in one listing (no per-guest call)
     assert info["calls"] == {"groups.delta": 1, "reports.userRegistrationDetails": 1, "roles.assignments": 1,
                              "roles.definitions": 1, "roles.eligibilitySchedules": 1, "users.delta": 1,
-                             "users.signInActivity": 1}
+                             "users.signInActivity": 1, "users.guestSponsors": 1}
+    assert info["notes"]["sponsors"] == {"available": True, "reason": None, "refreshed": True,
+                                         "as_of": info["notes"]["sponsors"]["as_of"], "read_alone": 0}
+    assert {"endpoint": "users.guestSponsors", "path": "/users", "$filter": "userType eq 'Guest'", "$select": "id",
+            "$expand": "sponsors", "$top": 100} in info["sources"]
     stats = standin.stats.snapshot()
     assert stats["calls"]["groups.delta"] == 1 and "groups.members" not in stats["calls"]
     assert sum(info["units"].values()) == sum(v for k, v in stats["units"].items() if not k.startswith("login."))
@@ -238,6 +275,8 @@ def test_small_tenant_through_the_sandbox_template_matches_the_truth(env, standi
     assert again.status == "complete" and info2["mode"] == "incremental"
     assert normalised(records(again)) == normalised(recs)
     assert "reports.userRegistrationDetails" not in info2["calls"]  # refreshed daily, not every run
+    assert {"users.guestSponsors", "users.sponsors", "batch"}.isdisjoint(info2["calls"])  # sponsors carried over
+    assert info2["notes"]["sponsors"]["refreshed"] is False and info2["notes"]["sponsors"]["available"] is True
 
 
 @pytest.mark.parametrize("certificate", [False, True], ids=["client_secret_file", "certificate"])
@@ -416,19 +455,27 @@ def test_incremental_equals_a_fresh_full_run_at_a_fraction_of_the_cost(tmp_path)
         assert by_email[org.person(12).email]["enabled"] is False and by_email[org.person(12).email]["mfa"] is None
         assert by_email[org.person(13).email]["admin"] is True
         assert any(mm["member_id"] == f"user:{renamed}" for mm in recs2["memberships"].values())
+        # guest 2's sponsor is person 14, renamed: its sponsors were read again (alone, one $batch) and
+        # name the new address, as the full run does; the other guests' came from the base bag
+        assert org.guest(2).invited_by == 14
+        assert by_email[org.guest(2).email]["attributes"]["sponsors"] == [f"user:{renamed}"]
+        assert info2["calls"]["users.sponsors"] == 1 and info2["calls"]["batch"] == 1
+        assert "users.guestSponsors" not in info2["calls"] and info2["notes"]["sponsors"]["read_alone"] == 1
         # cost: the full run pays for every page of users (delta: 1 + 2 + 2 RU), sign-ins (2), the MFA
-        # report (6), groups with members (11) and the roles (5) = 29 RU measured at this size (520
-        # users, 13 groups, ~1,060 members), and grows with the tenant; the incremental one pays two
-        # delta calls (users 2 RU: a delta link carries no $select; groups 1) plus the same role
-        # re-read (definitions 1, assignments and eligibility 2 each with $expand=principal) = 8 RU,
-        # whatever the tenant's size
+        # report (6), groups with members (11), the roles (5) and the guests with their sponsors (2) =
+        # 31 RU measured at this size (520 users, 20 guests, 13 groups, ~1,060 members), and grows with
+        # the tenant; the incremental one pays two delta calls (users 2 RU: a delta link carries no
+        # $select; groups 1), the same role re-read (definitions 1, assignments and eligibility 2 each
+        # with $expand=principal) = 8 RU whatever the tenant's size, plus 1 RU per guest whose sponsors
+        # are read again (here 1)
         full_ru, inc_ru = sum(info1["units"].values()), sum(info2["units"].values())
-        assert full_ru >= 29 and inc_ru <= 8 and inc_ru < 0.3 * full_ru, (info1["units"], info2["units"])
+        assert full_ru >= 31 and inc_ru <= 9 and inc_ru < 0.3 * full_ru, (info1["units"], info2["units"])
 
         # the reports: refreshed on their cadence (here: every run) and applied
         org.set_person(7, mfa=False)
         third, info4, recs4 = run(tmp_path / "a", options(ms, refresh_reports_hours=0))
         assert info4["mode"] == "incremental" and info4["notes"]["mfa_report"]["refreshed"] is True
+        assert info4["notes"]["sponsors"]["refreshed"] is True and info4["calls"]["users.guestSponsors"] == 1
         fresh2, _, recs5 = run(tmp_path / "c", options(ms, incremental=False))
         assert normalised(recs4) == normalised(recs5)
         assert users_by_email(recs4)[org.person(7).email]["mfa"] is False
@@ -453,6 +500,114 @@ def test_a_changed_base_bag_means_a_full_run(env, standin, tmp_path):
     assert info["mode"] == "full" and "changed since it was sealed" in info["notes"]["mode_reason"]
     assert second.status == "complete"
     check_truth(env.org, recs)
+
+
+# -- guests' sponsors ------------------------------------------------------------------------------
+
+
+def test_guest_sponsors_are_read_in_listings_of_100_guests(tmp_path):
+    """104 guests: two pages of the guest listing with $expand (Graph's cap is 100 a page with
+    $expand, whatever $top says) — the lower bound, and no per-guest call."""
+    org = Org(1, 2600)
+    own = OwnStandIn(org, tmp_path)
+    try:
+        assert org.n_guests == 104
+        out, info, recs = run(tmp_path / "a", options(own.ms, signin_activity=False, mfa_report=False, pim=False,
+                                                     incremental=False))
+        assert out.status == "complete", out.reasons
+        assert info["calls"]["users.guestSponsors"] == math.ceil(org.n_guests / 100) == 2
+        assert {"users.sponsors", "batch"}.isdisjoint(info["calls"]) and info["notes"]["sponsors"]["read_alone"] == 0
+        assert info["units"]["users.guestSponsors"] == 4  # 2 RU a page: users 2, $select -1, $expand +1
+        check_sponsors(org, recs)
+    finally:
+        own.close()
+
+
+def test_sponsors_refused_leave_them_unknown_and_the_run_complete(env, standin, tmp_path):
+    opts = options(env.endpoints["microsoft"], signin_activity=False)  # users.list is then only the guest listing
+    standin.set_faults([FaultRule("users.list", fail_next=1, error_status=403)])
+    out, info, recs = run(tmp_path / "a", opts)
+    assert out.status == "complete" and info["errors"] == [] and info["cursor"]["committed"], out.reasons
+    note = info["notes"]["sponsors"]
+    assert note["available"] is False and "User.Read.All" in note["reason"] and "403" in note["reason"]
+    guests = [p for p in recs["principals"].values() if p["kind"] == "guest"]
+    assert len(guests) == env.org.n_guests
+    assert all(g["attributes"]["sponsors"] is None and g["attributes"]["sponsor_object_ids"] is None for g in guests)
+    assert not [p for p in recs["principals"].values() if p["kind"] == "user" and "sponsors" in p["attributes"]]
+    # the next (incremental) run does not pretend to know them either, and asks nothing until the refresh
+    again, info2, recs2 = run(tmp_path / "a", opts)
+    assert info2["mode"] == "incremental" and info2["notes"]["sponsors"]["available"] is False
+    assert {"users.sponsors", "users.guestSponsors"}.isdisjoint(info2["calls"])
+    assert normalised(recs2) == normalised(recs)
+
+    standin.set_faults([FaultRule("users.list", fail_next=2, error_status=403)])  # the users probe, then this one
+    bad = {i.name: i.detail for i in check(opts).items if not i.ok}
+    assert list(bad) == ["users (principals)", "guests' sponsors (principals.attributes.sponsors)"]
+    detail = bad["guests' sponsors (principals.attributes.sponsors)"]
+    assert "User.Read.All" in detail and "admin consent" in detail and "sponsors = false" in detail
+
+    standin.set_faults([])
+    out, info, recs = run(tmp_path / "b", options(env.endpoints["microsoft"], sponsors=False))
+    assert info["notes"]["sponsors"]["reason"] == "sponsors = false in config"
+    assert "users.guestSponsors" not in info["calls"]
+    assert all(p["attributes"]["sponsors"] is None for p in recs["principals"].values() if p["kind"] == "guest")
+
+
+def incremental_snapshot(env, tmp_path: Path, changes: Changes) -> tuple[RunContext, list[dict], dict]:
+    """A complete full run, then an incremental Snapshot on its bag whose delta reports ``changes``
+    (the stand-in's users/delta reports people only; a real tenant's reports guests too)."""
+    opts = options(env.endpoints["microsoft"])
+    first, info, recs = run(tmp_path, opts)
+    cfg = load_config(tmp_path / "config" / "shoseki.toml")
+    config = cfg.connector("entra-id").config
+    cursor = info["cursor"]["after"]
+    ctx = RunContext(run_id="r2", connector_id="entra-id", started=datetime.now(timezone.utc),
+                     organization=cfg.organization, cursor=cursor,
+                     base=BaseBundle(first.bag.path, first.bag.digest, first.run_id))
+    snap = Snapshot(config, EntraIdConnector.make_clients(config), ctx)
+
+    def delta(users_link: str, groups_link: str) -> Changes:
+        snap.read.users_link, snap.read.groups_link = users_link, groups_link
+        return changes
+
+    snap.read.changes = delta  # type: ignore[method-assign]
+    out = [r.data for r in snap.run("incremental", "test", cursor)]
+    return ctx, out, recs
+
+
+def test_a_guest_changed_in_the_delta_or_whose_sponsor_went_has_its_sponsors_read_again(env, standin, tmp_path):
+    org, ms = env.org, env.microsoft_standin
+    changed, orphaned = org.guest(1), org.guest(2)
+    sponsor = org.person(orphaned.invited_by)
+    ch = Changes(users={ms.guest_id(changed): {"id": ms.guest_id(changed), "displayName": "Renamed guest",
+                                               "userType": "Guest"}},
+                 users_removed={ms.user_id(sponsor)})
+    ctx, out, base = incremental_snapshot(env, tmp_path, ch)
+    guests = {p["email"]: p for p in out if p.get("kind") == "guest"}
+    # two guests read alone, in one $batch; every other guest's sponsors carried from the base bag
+    assert ctx.calls["users.sponsors"] == 2 and ctx.calls["batch"] == 1 and "users.guestSponsors" not in ctx.calls
+    assert ctx.notes["sponsors"]["read_alone"] == 2 and ctx.notes["sponsors"]["available"] is True
+    assert guests[changed.email]["display_name"] == "Renamed guest"
+    assert guests[changed.email]["attributes"]["sponsors"] == [f"user:{org.person(changed.invited_by).email}"]
+    assert guests[orphaned.email]["attributes"]["sponsors"] == [f"user:{sponsor.email}"]  # what Graph says now
+    base_guests = {p["email"]: p for p in base["principals"].values() if p["kind"] == "guest"}
+    assert set(guests) == set(base_guests)
+    for email, p in guests.items():
+        if email not in (changed.email, orphaned.email):
+            assert p == base_guests[email]
+
+
+def test_sponsors_refused_inside_the_batch_leave_those_guests_unknown(env, standin, tmp_path):
+    guest = env.org.guest(1)
+    gid = env.microsoft_standin.guest_id(guest)
+    ch = Changes(users={gid: {"id": gid, "displayName": "Renamed guest", "userType": "Guest"}})
+    standin.set_faults([FaultRule("users.sponsors", fail_next=1, error_status=403)])
+    ctx, out, _ = incremental_snapshot(env, tmp_path, ch)
+    guests = {p["email"]: p for p in out if p.get("kind") == "guest"}
+    assert guests[guest.email]["attributes"]["sponsors"] is None
+    assert ctx.notes["sponsors"]["available"] is False and "User.Read.All" in ctx.notes["sponsors"]["reason"]
+    assert ctx.errors == []  # a refusal, not an error: the run stays complete
+    assert all(p["attributes"]["sponsors"] is not None for e, p in guests.items() if e != guest.email)
 
 
 @pytest.fixture(autouse=True)
