@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from connectors import UnknownConnectorType, connector_class
 from connectors.base import AwsRegion, ConfigPath, Connector, ConnectorConfig, EndpointUrl, Organization
 from evidence.model import canonical_json
 
 DEFAULT_CONFIG = Path("config/shoseki.toml")
+#: connector ids shoseki uses itself (report bags are chained in the ledger under "report")
+RESERVED_IDS = ("report",)
 COMMON_CONNECTOR_KEYS = ("id", "type", "enabled", "schedule", "max_age", "description")
 _SECRET_KEY = re.compile(
     r"(^|_)(secret|password|passphrase|private_key|api_key|access_key|secret_access_key|token)$"
@@ -211,11 +213,29 @@ class DaemonConfig(_Model):
         return parse_duration(getattr(self, key)).total_seconds()
 
 
+class FindingsConfig(_Model):
+    """``[findings]``: the thresholds the report's rules use (see README.md, "Findings")."""
+
+    inactive_days: int = Field(default=90, ge=1, le=3650)        # accounts and access keys unused this long
+    guest_inactive_days: int = Field(default=90, ge=1, le=3650)  # guests without a sign-in this long
+    top_admins_min: int = Field(default=2, ge=0, le=1000)       # fewer holders of a top admin role: a finding
+    top_admins_max: int = Field(default=4, ge=1, le=1000)       # more holders: a finding
+
+    @field_validator("top_admins_max")
+    @classmethod
+    def _max(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("top_admins_min")
+        if low is not None and value < low:
+            raise ValueError(f"{value} is below top_admins_min ({low})")
+        return value
+
+
 class MainConfig(_Model):
     organization: OrganizationConfig
     vault: VaultConfig
     defaults: DefaultsConfig = DefaultsConfig()
     daemon: DaemonConfig = DaemonConfig()
+    findings: FindingsConfig = FindingsConfig()
 
 
 @dataclass(frozen=True)
@@ -456,6 +476,8 @@ def _load_connector_file(
         cid = table.get("id")
         if not isinstance(cid, str) or not _ID.match(cid):
             problems.append(problem("id", "required: lower-case letters, digits and '-', e.g. \"files-main\""))
+        elif cid in RESERVED_IDS:
+            problems.append(problem("id", f"'{cid}' is reserved for the report bundles of `shoseki report`; choose another id"))
         ctype = table.get("type")
         cls = None
         if not isinstance(ctype, str):

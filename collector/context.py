@@ -98,6 +98,7 @@ Email = Annotated[str, AfterValidator(_email)]
 Domain = Annotated[str, AfterValidator(_domain)]
 Principal = Annotated[str, AfterValidator(_principal)]
 Text = Annotated[str, Field(min_length=1)]
+AwsAccountId = Annotated[str, Field(pattern=r"^[0-9]{12}$")]
 
 
 class _Model(BaseModel):
@@ -115,6 +116,7 @@ class Contractor(_Model):
     purpose: Text
     contract_end: IsoDate
     responsible: Email
+    aws_accounts: tuple[AwsAccountId, ...] = ()   # AWS accounts of the contractor (cross-account trust, bucket grants)
 
     def covers(self, domain: str) -> bool:
         domain = domain.strip().lower().rstrip(".")
@@ -235,6 +237,9 @@ class Context:
                 expired = e
         return expired, expired is not None
 
+    def contractor_for_aws_account(self, account_id: str) -> Contractor | None:
+        return next((c for c in self.contractors if account_id in c.aws_accounts), None)
+
     def person_by_email(self, email: str) -> Person | None:
         return self._by_email.get(email.strip().lower())
 
@@ -279,6 +284,16 @@ def load_context(config_dir: Path, *, connector_ids: set[str] | None = None) -> 
                 ))
             else:
                 seen_domains[d] = f"contractor[{i}] ({c.name})"
+
+    from evidence.findings.model import RULES  # the rule ids an exception may name
+
+    for i, e in exceptions_found:
+        if not any(fnmatchcase(rule, e.rule) for rule in RULES):
+            problems.append(ConfigProblem(
+                config_dir / EXCEPTIONS_FILE, f"exception[{i}].rule",
+                f"'{e.rule}' matches no rule (rules: {', '.join(RULES)})",
+                _find_line(texts[EXCEPTIONS_FILE], (i, "rule"), array_table="exception"),
+            ))
 
     register_file = config_dir / REGISTER_FILE
     have_contractors = contractors_file.is_file()

@@ -28,6 +28,9 @@ from typing import Any, Callable
 from sandbox.org import Org
 from sandbox.truth import write_context
 
+#: the context files written by sandbox.truth.write_context that belong in a config directory
+CONTEXT_FILES = ("contractors.toml", "register.toml", "roster.csv")
+
 # connector type -> function(env) returning the [[connector]] TOML text for the sandbox
 CONNECTOR_TEMPLATES: dict[str, Callable[["SandboxEnv"], str]] = {}
 
@@ -145,6 +148,10 @@ class SandboxEnv:
         )
         for name, text in self.connector_files().items():
             (config_dir / "connectors" / name).write_text(text, encoding="utf-8")
+        for name in CONTEXT_FILES:  # the organisation's context: what `shoseki report` judges against
+            source = self.workdir / "context" / name
+            if source.exists():
+                (config_dir / name).write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
         return main
 
     def close(self) -> None:

@@ -466,8 +466,11 @@ class Org:
         members = [Share(f"sd{d}m0", "user", "organizer", email=organizer.email)]
         if d != 1:  # drive 1 has a single organizer and nothing else: planted
             members.append(Share(f"sd{d}m1", "group", "writer", email=f"{dept.key}@{self.domain}"))
-            second = self.person((d * 13 + 6) % self.n)
-            members.append(Share(f"sd{d}m2", "user", "fileOrganizer", email=second.email))
+            second = self.person((d * 13 + 6) % self.n)  # a second manager: no drive depends on one person
+            members.append(Share(f"sd{d}m2", "user", "organizer", email=second.email))
+            if d % 3 == 2:
+                third = self.person((d * 7 + 11) % self.n)
+                members.append(Share(f"sd{d}m5", "user", "fileOrganizer", email=third.email))
         if d == 2 or (d > 3 and r.random() < 0.1):
             members.append(Share(f"sd{d}m3", "user", "reader", email=self.guest(2).email))
         if d == 0:  # an unapproved-domain member of a shared drive: planted

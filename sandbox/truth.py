@@ -51,7 +51,7 @@ def problems(org: Org) -> Iterator[dict[str, Any]]:
                 yield {"kind": kind, "subject": email, "where": group.email}
     for d in org.drives():
         organizers = [m for m in d.members if m.role == "organizer"]
-        if len(organizers) == 1 and len(d.members) == 1:
+        if len(organizers) == 1:  # one manager: the drive depends on one person
             yield {"kind": "single_owner", "subject": organizers[0].email, "where": d.id}
         for m in d.members:
             if m.email and not org.is_internal(m.email):
@@ -135,7 +135,8 @@ def contractors_toml(org: Org) -> str:
             f'domains = ["{p.domain}"]\n'
             f'purpose = "{p.purpose}"\n'
             f"contract_end = {p.contract_end.isoformat()}\n"
-            f'responsible = "{org.person(0).email}"\n\n'
+            + (f'aws_accounts = ["{p.aws_account_id}"]\n' if p.aws_account_id else "")
+            + f'responsible = "{org.person(0).email}"\n\n'
         )
     return "".join(out)
 

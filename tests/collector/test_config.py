@@ -128,3 +128,23 @@ def test_repo_example_config_is_the_starter_and_is_valid(tmp_path):
     assert cfg.connectors == () and cfg.main.organization.timezone == "Asia/Tokyo"
     with pytest.raises(FileExistsError):
         write_starter_config(tmp_path / "cfg")
+    # the context examples, renamed as their comments say, load as they are
+    from collector.context import load_context
+    from evidence.controls import load_catalogue
+
+    for example in (tmp_path / "cfg").glob("*.example"):
+        example.rename(example.with_suffix(""))
+    ctx = load_context(tmp_path / "cfg")
+    assert (len(ctx.contractors), len(ctx.exceptions), len(ctx.register)) == (1, 1, 1) and ctx.roster
+    assert len(load_catalogue(tmp_path / "cfg").files) == 2
+
+
+def test_findings_thresholds(tmp_path):
+    from conftest import write_config
+
+    cfg = load_config(write_config(tmp_path, main_extra="[findings]\ninactive_days = 30\ntop_admins_max = 9\n"))
+    assert (cfg.main.findings.inactive_days, cfg.main.findings.top_admins_max, cfg.main.findings.top_admins_min) == (30, 9, 2)
+    with pytest.raises(ConfigError) as exc:
+        load_config(write_config(tmp_path, main_extra="[findings]\ntop_admins_min = 3\ntop_admins_max = 2\ninactive = 1\n"))
+    text = "\n".join(str(p) for p in exc.value.problems)
+    assert "findings.top_admins_max" in text and "below top_admins_min (3)" in text and "findings.inactive" in text

@@ -23,7 +23,7 @@ responsible = "boss@example.co.jp"
 
 EXCEPTIONS = """\
 [[exception]]
-rule = "anyone_link"
+rule = "public_share"
 resource = "0AD0*"
 reason = "public brochure"
 approved_by = "ciso@example.co.jp"
@@ -31,7 +31,7 @@ approved_on = 2026-01-01
 valid_until = 2026-06-30
 
 [[exception]]
-rule = "share_external"
+rule = "share_without_expiry"
 principal = "*@Vendor.example.org"
 reason = "contract"
 approved_by = "ciso@example.co.jp"
@@ -72,28 +72,28 @@ def test_sandbox_context_loads(tmp_path):
 def test_no_files_is_an_empty_context(tmp_path):
     ctx = load_context(tmp_path)
     assert (ctx.contractors, ctx.exceptions, ctx.register, ctx.roster) == ((), (), (), ())
-    assert ctx.exception_for("anyone_link", "x", None, on=date(2026, 1, 1)) == (None, False)
+    assert ctx.exception_for("public_share", "x", None, on=date(2026, 1, 1)) == (None, False)
 
 
 def test_exceptions_expire_and_match_globs(tmp_path):
     ctx = load_context(_write(tmp_path, exceptions_toml=EXCEPTIONS))
-    exc, expired = ctx.exception_for("anyone_link", "0AD00001", None, on=date(2026, 6, 30))
+    exc, expired = ctx.exception_for("public_share", "0AD00001", None, on=date(2026, 6, 30))
     assert exc is not None and exc.reason == "public brochure" and not expired
-    exc, expired = ctx.exception_for("anyone_link", "0AD00001", None, on=date(2026, 7, 1))
+    exc, expired = ctx.exception_for("public_share", "0AD00001", None, on=date(2026, 7, 1))
     assert exc is not None and expired
-    assert ctx.exception_for("anyone_link", "1XYZ", None, on=date(2026, 3, 1)) == (None, False)
-    assert ctx.exception_for("anyone_link", "0AD00001", None, on=date(2025, 12, 31)) == (None, False)
+    assert ctx.exception_for("public_share", "1XYZ", None, on=date(2026, 3, 1)) == (None, False)
+    assert ctx.exception_for("public_share", "0AD00001", None, on=date(2025, 12, 31)) == (None, False)
     assert ctx.exception_for("no_mfa", "0AD00001", None, on=date(2026, 3, 1)) == (None, False)
-    exc, expired = ctx.exception_for("share_external", "any-file", "Dev@VENDOR.example.org", on=date(2026, 3, 1))
-    assert exc is not None and exc.rule == "share_external" and not expired
-    assert ctx.exception_for("share_external", "any-file", "dev@other.example.org", on=date(2026, 3, 1)) == (None, False)
-    assert ctx.exception_for("share_external", "any-file", None, on=date(2026, 3, 1)) == (None, False)
+    exc, expired = ctx.exception_for("share_without_expiry", "any-file", "Dev@VENDOR.example.org", on=date(2026, 3, 1))
+    assert exc is not None and exc.rule == "share_without_expiry" and not expired
+    assert ctx.exception_for("share_without_expiry", "any-file", "dev@other.example.org", on=date(2026, 3, 1)) == (None, False)
+    assert ctx.exception_for("share_without_expiry", "any-file", None, on=date(2026, 3, 1)) == (None, False)
 
 
 def test_a_current_exception_wins_over_an_expired_one(tmp_path):
     renewed = EXCEPTIONS.split("\n\n")[0].replace("2026-01-01", "2026-07-01").replace("2026-06-30", "2027-06-30")
     ctx = load_context(_write(tmp_path, exceptions_toml=EXCEPTIONS + "\n" + renewed + "\n"))
-    exc, expired = ctx.exception_for("anyone_link", "0AD00001", None, on=date(2026, 8, 1))
+    exc, expired = ctx.exception_for("public_share", "0AD00001", None, on=date(2026, 8, 1))
     assert exc.valid_until == date(2027, 6, 30) and not expired
 
 
@@ -215,5 +215,13 @@ def test_example_files_load_and_match_config_copies(tmp_path):
     assert len(ctx.contractors) == len(ctx.exceptions) == len(ctx.register) == 1
     assert ctx.person_by_email("H.Suzuki@example.co.jp").email == "hanako.suzuki@example.co.jp"
     assert ctx.contractor_for_domain("contractor.example.net") is ctx.contractors[0]
-    exc, expired = ctx.exception_for("anyone_link", "0AD00001abc", None, on=date(2026, 5, 1))
+    exc, expired = ctx.exception_for("public_share", "0AD00001abc", None, on=date(2026, 5, 1))
     assert exc is ctx.exceptions[0] and not expired
+
+
+def test_an_exception_must_name_a_rule(tmp_path):
+    _write(tmp_path, **{"exceptions.toml": EXCEPTIONS.replace('rule = "public_share"', 'rule = "anyone_link"')})
+    (problem,) = _problems(tmp_path)
+    assert "exceptions.toml:2: exception[0].rule: 'anyone_link' matches no rule (rules: public_share," in problem
+    _write(tmp_path, **{"exceptions.toml": EXCEPTIONS.replace('rule = "public_share"', 'rule = "guest_*"')})
+    assert len(load_context(tmp_path).exceptions) == 2
