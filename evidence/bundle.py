@@ -7,8 +7,9 @@ writes the bytes, and keeps the record hashes (:mod:`evidence.keyset`), on the o
 ``_ProcessSink``; ``WRITER_PROCESS = False`` does it all here, byte for byte the same).
 :meth:`BundleWriter.seal` then writes,
 in order: run.json, README.txt, summary.html, the payload manifest, bagit.txt, bag-info.txt,
-the tag manifest and its signature; then one atomic rename moves the bag into the dated tree
-and one line is appended to the ledger. A crash before the rename leaves only ``.partial/``;
+the tag manifest and its signature (these last steps are :func:`seal_bag`, which seals report
+bags too); then one atomic rename moves the bag into the dated tree and one line is appended
+to the ledger. A crash before the rename leaves only ``.partial/``;
 a crash between the rename and the ledger line is finished at the next start
 (:func:`finish_interrupted_seals`), using the ``.sealing`` note written before the rename.
 """
@@ -614,69 +615,21 @@ class BundleWriter:
         _write_text(self.data / "README.txt", render_readme(context), bom=True)
         _write_text(self.data / "summary.html", render_summary(context), bom=False)
 
-        # payload manifest: digests known from streaming (records, raw pages, tables), the rest hashed now
-        manifest: list[tuple[str, str]] = []
-        octets = files = 0
-        for path in sorted(self.data.rglob("*")):
-            if path.is_dir():
-                os.chmod(path, DIR_MODE)
-                continue
-            os.chmod(path, FILE_MODE)  # files written by other code (the tables) too
-            rel = path.relative_to(self.dir).as_posix()
-            digest, size = known.get(rel) or (sha256_file(path), path.stat().st_size)
-            manifest.append((digest, rel))
-            octets += size
-            files += 1
-        _write_text(self.dir / "manifest-sha256.txt", "".join(f"{d}  {p}\n" for d, p in manifest), bom=False)
-        _write_text(self.dir / "bagit.txt", BAGIT_TXT, bom=False)
-        info = {
-            "Source-Organization": self.organization,
-            "Bagging-Date": finished.astimezone(self.tz).strftime("%Y-%m-%d"),
-            "External-Identifier": self.run_id,
-            "Payload-Oxum": f"{octets}.{files}",
-            "Bag-Software-Agent": f"shoseki {collector_version()}",
-            "Collector-Version": collector_version(),
-            "Connector-Type": self.connector_type,
-            "Connector-Id": self.connector_id,
-            "Collection-Status": status,
-            "Collected-From-UTC": utc_iso(self.started),
-            "Collected-To-UTC": utc_iso(finished),
-            "Previous-Bag-Digest": f"sha256:{self.previous.digest}" if self.previous else "none",
-        }
-        if signing_key is not None:
-            info["Signing-Key-Id"] = signing_key.key_id_hex  # as minisign prints it
-        _write_text(self.dir / "bag-info.txt", "".join(f"{k}: {_one_line(v)}\n" for k, v in info.items()), bom=False)
-        tag_lines = "".join(
-            f"{sha256_file(self.dir / n)}  {n}\n" for n in ("bag-info.txt", "bagit.txt", "manifest-sha256.txt")
+        self.sealed = seal_bag(
+            self.vault, self.dir, rel_target, run_id=self.run_id, connector_id=self.connector_id,
+            connector_type=self.connector_type, status=status, organization=self.organization,
+            sealed=finished, tz=self.tz,
+            info=[
+                ("Collected-From-UTC", utc_iso(self.started)),
+                ("Collected-To-UTC", utc_iso(finished)),
+                ("Previous-Bag-Digest", f"sha256:{self.previous.digest}" if self.previous else "none"),
+            ],
+            counts={s: self.counts.get(s, 0) for s in STREAMS}, signing_key=signing_key, known=known,
         )
-        _write_text(self.dir / "tagmanifest-sha256.txt", tag_lines, bom=False)
-        digest = hashlib.sha256(tag_lines.encode()).hexdigest()
-        if signing_key is not None:
-            from evidence.signing import sign_file
-
-            sign_file(
-                signing_key, self.dir / "tagmanifest-sha256.txt",
-                trusted_comment=f"shoseki bag {name} status={status} tagmanifest-sha256={digest}",
-            )
-            os.chmod(self.dir / "tagmanifest-sha256.txt.minisig", FILE_MODE)
-        fsync_dir(self.dir)
-
-        ledger_fields = {
-            "bag": rel_target, "connector_id": self.connector_id, "connector_type": self.connector_type,
-            "run_id": self.run_id, "status": status, "sealed_utc": utc_iso(finished),
-            "tagmanifest_sha256": digest,
-        }
-        with self.vault.lock("ledger"):
-            entry = _rename_and_record(self.vault, self.dir, rel_target, ledger_fields)
         if self.previous is not None:
             # only the newest bag's hashes are compared next time; older ones would pile up
             # (16 bytes a record a run) in .state/keys. Missing ones are rebuilt from records.
             shutil.rmtree(self.vault.state / "keys" / self.previous.run_id, ignore_errors=True)
-        self.sealed = SealedBag(
-            path=self.vault.root / rel_target, relpath=rel_target, digest=digest, status=status,
-            run_id=self.run_id, connector_id=self.connector_id,
-            counts={s: self.counts.get(s, 0) for s in STREAMS}, ledger_seq=entry.seq,
-        )
         return self.sealed
 
     def discard(self) -> None:
@@ -684,6 +637,99 @@ class BundleWriter:
         self._sink.abandon()
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.keys_dir, ignore_errors=True)
+
+
+def _payload_manifest(bag_dir: Path, known: dict[str, tuple[str, int]]) -> tuple[list[tuple[str, str]], int, int]:
+    """``(digest, path)`` of every payload file, sorted, and the Payload-Oxum's octets and files.
+
+    Digests known from streaming are taken as they are; the other files are hashed now. Modes
+    are set on the way (files written by other code, the tables, too)."""
+    manifest: list[tuple[str, str]] = []
+    octets = files = 0
+    for path in sorted((bag_dir / "data").rglob("*")):
+        if path.is_dir():
+            os.chmod(path, DIR_MODE)
+            continue
+        os.chmod(path, FILE_MODE)
+        rel = path.relative_to(bag_dir).as_posix()
+        digest, size = known.get(rel) or (sha256_file(path), path.stat().st_size)
+        manifest.append((digest, rel))
+        octets += size
+        files += 1
+    return manifest, octets, files
+
+
+def seal_bag(
+    vault: Vault,
+    bag_dir: Path,
+    rel_target: str,
+    *,
+    run_id: str,
+    connector_id: str,
+    connector_type: str,
+    status: str,
+    organization: str,
+    sealed: datetime,
+    tz: ZoneInfo,
+    info: list[tuple[str, str]],
+    counts: dict[str, int],
+    signing_key: Any = None,
+    known: dict[str, tuple[str, int]] | None = None,
+) -> SealedBag:
+    """Seal the finished payload of ``bag_dir`` (under ``vault.partial``) as a BagIt bag.
+
+    Writes the payload manifest, bagit.txt, bag-info.txt (the common tags, then ``info`` in
+    order; a tag may repeat), the tag manifest and, with a key, its minisign signature; then
+    moves the bag to ``rel_target`` and appends its ledger line (under the ledger lock). Both
+    collection bags (:meth:`BundleWriter.seal`) and report bags are sealed here, so they chain
+    and verify alike. ``known``: payload digests and sizes already taken while writing.
+    """
+    sealed = sealed.astimezone(timezone.utc)
+    manifest, octets, files = _payload_manifest(bag_dir, known or {})
+    _write_text(bag_dir / "manifest-sha256.txt", "".join(f"{d}  {p}\n" for d, p in manifest), bom=False)
+    _write_text(bag_dir / "bagit.txt", BAGIT_TXT, bom=False)
+    tags = [
+        ("Source-Organization", organization),
+        ("Bagging-Date", sealed.astimezone(tz).strftime("%Y-%m-%d")),
+        ("External-Identifier", run_id),
+        ("Payload-Oxum", f"{octets}.{files}"),
+        ("Bag-Software-Agent", f"shoseki {collector_version()}"),
+        ("Collector-Version", collector_version()),
+        ("Connector-Type", connector_type),
+        ("Connector-Id", connector_id),
+        ("Collection-Status", status),
+        *info,
+    ]
+    if signing_key is not None:
+        tags.append(("Signing-Key-Id", signing_key.key_id_hex))  # as minisign prints it
+    _write_text(bag_dir / "bag-info.txt", "".join(f"{k}: {_one_line(v)}\n" for k, v in tags), bom=False)
+    tag_lines = "".join(
+        f"{sha256_file(bag_dir / n)}  {n}\n" for n in ("bag-info.txt", "bagit.txt", "manifest-sha256.txt")
+    )
+    _write_text(bag_dir / "tagmanifest-sha256.txt", tag_lines, bom=False)
+    digest = hashlib.sha256(tag_lines.encode()).hexdigest()
+    if signing_key is not None:
+        from evidence.signing import sign_file
+
+        name = rel_target.rsplit("/", 1)[-1]
+        sign_file(
+            signing_key, bag_dir / "tagmanifest-sha256.txt",
+            trusted_comment=f"shoseki bag {name} status={status} tagmanifest-sha256={digest}",
+        )
+        os.chmod(bag_dir / "tagmanifest-sha256.txt.minisig", FILE_MODE)
+    fsync_dir(bag_dir)
+
+    ledger_fields = {
+        "bag": rel_target, "connector_id": connector_id, "connector_type": connector_type,
+        "run_id": run_id, "status": status, "sealed_utc": utc_iso(sealed),
+        "tagmanifest_sha256": digest,
+    }
+    with vault.lock("ledger"):
+        entry = _rename_and_record(vault, bag_dir, rel_target, ledger_fields)
+    return SealedBag(
+        path=vault.root / rel_target, relpath=rel_target, digest=digest, status=status,
+        run_id=run_id, connector_id=connector_id, counts=dict(counts), ledger_seq=entry.seq,
+    )
 
 
 def _one_line(value: str) -> str:
