@@ -21,6 +21,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 from collector.config import ConnectorEntry, LoadedConfig
@@ -237,6 +238,23 @@ def run_connector(
     return result
 
 
+def refresh_vault_index(config: LoadedConfig, vault: Vault) -> Path | None:
+    """Rewrite ``vault/index.html``; called after each seal by ``shoseki collect`` and the daemon,
+    once the run is over and counted. Never raises: the sealed bag is what matters, and the page
+    is rewritten again after the next seal. Returns its path, or None."""
+    try:
+        from evidence.vault_index import write_vault_index
+
+        o = config.main.organization
+        return write_vault_index(vault, tz=config.tz, language=o.language, organization=o.name)
+    except Exception as exc:
+        log.warning(
+            "could not update %s: %s: %s (the sealed bag is not affected; the page is rewritten after the next seal)",
+            vault.root / "index.html", type(exc).__name__, exc, exc_info=True,
+        )
+        return None
+
+
 def _base_bundle(vault: Vault, catalogue: Catalogue, run_id: str | None) -> BaseBundle | None:
     """The complete bag whose cursor is the committed one: what an incremental run builds on."""
     if run_id is None:
@@ -288,4 +306,4 @@ def _tick(state: Progress, ctx: RunContext, progress: Callable[[Progress], None]
     progress(state)
 
 
-__all__ = ["run_connector", "prepare", "recover", "RunOutcome", "Progress", "collector_version"]
+__all__ = ["run_connector", "prepare", "recover", "refresh_vault_index", "RunOutcome", "Progress", "collector_version"]

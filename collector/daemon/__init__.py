@@ -47,7 +47,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from collector.config import ConfigError, ConnectorEntry, LoadedConfig, load_config, schedule_trigger
 from collector.daemon.health import HealthServer
 from collector.progress import ProgressPrinter
-from collector.runner import Progress, RunOutcome, load_signing_key, prepare, publish_public_key, run_connector
+from collector.runner import (
+    Progress, RunOutcome, load_signing_key, prepare, publish_public_key, refresh_vault_index, run_connector,
+)
 from collector.status import (
     LEVEL_NAMES,
     Counters,
@@ -331,8 +333,10 @@ class Daemon:
             if not p.done:
                 printer.update(p)
 
+        sealed = False
         try:
             outcome = run_connector(config, entry, cancel_event=run.cancel, progress=progress, signing_key=key)
+            sealed = outcome.bag is not None
         except AlreadyRunning:
             with self._cond:
                 self.counters.runs[(cid, "skipped")] += 1
@@ -359,6 +363,8 @@ class Daemon:
                 self._running.pop(cid, None)
                 self._cond.notify_all()
             self.write_status()
+        if sealed:  # the run is over and counted; the page follows (never raises)
+            refresh_vault_index(config, self.vault)
 
     def _count(self, outcome: RunOutcome) -> None:
         """Counters for /metrics, from the sealed run.json (the run's own completeness record)."""
