@@ -93,7 +93,7 @@ def main(ctx: click.Context, config_path: Path | None, verbose: bool, log_format
 def collect(ctx: click.Context, ids: tuple[str, ...], progress: bool | None) -> None:
     """Run connectors once (all enabled ones, or the IDS given) and seal their bags."""
     from collector.progress import ProgressPrinter
-    from collector.runner import prepare, run_connector
+    from collector.runner import prepare, refresh_vault_index, run_connector
 
     config = _load(ctx)
     try:
@@ -114,6 +114,7 @@ def collect(ctx: click.Context, ids: tuple[str, ...], progress: bool | None) -> 
     for r in recovered:
         click.echo(f"recovered: {r}", err=True)
     printer = ProgressPrinter(sys.stderr, live=progress if progress is not None else sys.stderr.isatty())
+    vault = Vault(config.vault_path)
     worst = 0
     for entry in entries:
         try:
@@ -123,6 +124,8 @@ def collect(ctx: click.Context, ids: tuple[str, ...], progress: bool | None) -> 
             worst = max(worst, 1)
             continue
         printer.finish(entry.id)
+        if outcome.bag is not None:
+            refresh_vault_index(config, vault)
         click.echo(f"{entry.id}: {outcome.status} -> {outcome.bag.path if outcome.bag else '-'}")
         for reason in outcome.reasons:
             click.echo(f"    {reason}")
@@ -163,7 +166,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """
     import json
 
-    from collector.status import LEVEL_NAMES, exit_code, render_text, render_uploads, snapshot, upload_status
+    from collector.status import (
+        LEVEL_NAMES, exit_code, latest_report, read_runs, render_report, render_text, render_uploads, snapshot,
+        upload_status,
+    )
 
     config = _load(ctx)
     statuses, daemon = snapshot(config)
@@ -171,14 +177,18 @@ def status(ctx: click.Context, as_json: bool) -> None:
     uploads = upload_status(config)
     if uploads and uploads["not_copied"]:  # bags not yet in the WORM copy need attention
         code = max(code, 1)
+    report = latest_report(read_runs(Vault(config.vault_path)))  # reports are not connectors: shown apart
     if as_json:
         click.echo(json.dumps({"exit_code": code, "daemon": daemon, "connectors": [s.as_dict() for s in statuses],
-                               "uploads": uploads}, ensure_ascii=False, indent=2))
+                               "uploads": uploads, "report": report}, ensure_ascii=False, indent=2))
     else:
         text = render_text(statuses, config.tz, daemon)
-        if uploads is not None:  # the uploads go above the overall line, which counts them
-            text = text.rstrip("\n").rpartition("\n")[0] + "\n" + render_uploads(uploads, config.tz) \
-                + f"overall: {LEVEL_NAMES[code]} (exit {code})\n"
+        # the uploads and the latest report go above the overall line (which counts the uploads)
+        extra = render_uploads(uploads, config.tz) if uploads is not None else ""
+        if report:
+            extra += render_report(report, config.tz)
+        if extra:
+            text = text.rstrip("\n").rpartition("\n")[0] + "\n" + extra + f"overall: {LEVEL_NAMES[code]} (exit {code})\n"
         click.echo(text, nl=False)
     ctx.exit(code)
 
@@ -188,7 +198,24 @@ def status(ctx: click.Context, as_json: bool) -> None:
 def check(ctx: click.Context) -> None:
     """Validate the configuration and run every connector's check()."""
     config = _load(ctx)
+    from collector.context import load_context
+    from evidence.controls import load_catalogue
+
+    try:  # the organisation's context files and config/controls.toml, when present, are judged by `report`
+        context = load_context(config.path.parent, connector_ids={c.id for c in config.connectors})
+        catalogue = load_catalogue(config.path.parent)
+    except ConfigError as exc:
+        click.echo(f"configuration error ({len(exc.problems)}):", err=True)
+        for p in exc.problems:
+            click.echo(f"  {p}", err=True)
+        ctx.exit(2)
     click.echo(f"configuration OK: {config.path} ({len(config.connectors)} connector(s))")
+    if context.files:
+        click.echo(f"context OK: {', '.join(f.name for f in context.files)} ({len(context.contractors)} contractor(s), "
+                   f"{len(context.exceptions)} exception(s), {len(context.register)} register entr(ies), "
+                   f"{len(context.roster)} person(s) on the roster)")
+    if len(catalogue.files) > 1:
+        click.echo(f"control catalogue OK: {catalogue.files[-1]} ({len(catalogue.controls)} controls)")
     failing = 0
     for entry in config.connectors:
         try:
@@ -231,6 +258,8 @@ def verify(ctx: click.Context, path: Path | None, public_key: Path | None, remot
         report = verify_bag(path, label=str(path), public_key=load_public_key(key_path))
     else:
         report = verify_vault(Vault(path), public_key_path=public_key)
+        if public_key is None:  # checked with the vault's own key: what vault/index.html shows
+            _record_verification(ctx, Vault(path), report, config)
     if remote:
         from evidence.remote import verify_remote
 
@@ -248,11 +277,160 @@ def verify(ctx: click.Context, path: Path | None, public_key: Path | None, remot
     ctx.exit(0 if report.ok else 1)
 
 
+def _record_verification(ctx: click.Context, vault: Vault, report, config: LoadedConfig | None) -> None:
+    """Keep vault/index.html's verification cache (and the page, when the configuration is this
+    vault's) up to date with what verify found. A failure here is reported, never fatal."""
+    from collector.runner import refresh_vault_index
+    from evidence.vault_index import record_verification
+
+    if not vault.state.is_dir():  # a copy of a vault (an auditor's, say): leave it as it is
+        return
+    try:
+        record_verification(vault, report)
+    except Exception as exc:
+        click.echo(f"note: could not record the results for {vault.root / 'index.html'}: {type(exc).__name__}: {exc}", err=True)
+        return
+    if config is None:
+        try:
+            config = load_config(ctx.obj["config_path"])
+        except (ConfigError, OSError):
+            return
+    if config.vault_path.resolve() == vault.root.resolve():
+        refresh_vault_index(config, vault)
+
+
 def _find_vault_key(bag: Path) -> Path | None:
     for parent in bag.resolve().parents:
         if (parent / "minisign.pub").exists():
             return parent / "minisign.pub"
     return None
+
+
+@main.command()
+@click.option("--from", "date_from", required=True, type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="First day of the period (YYYY-MM-DD, the organisation's time zone).")
+@click.option("--to", "date_to", required=True, type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Last day of the period, included.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.pass_context
+def export(ctx: click.Context, date_from, date_to, force: bool, out: Path) -> None:
+    """Write the bags sealed in a period, the ledger excerpt, the public key and a README on how
+    to verify them offline into OUT (a zip) for the auditor."""
+    from evidence.export import ExportError, export_period
+
+    config = _load(ctx)
+    start, end = date_from.date(), date_to.date()
+    if start > end:
+        click.echo(f"error: --from {start} is after --to {end}", err=True)
+        ctx.exit(2)
+    if out.exists() and not force:
+        click.echo(f"error: {out} already exists; choose another name, or add --force to replace it", err=True)
+        ctx.exit(2)
+    o = config.main.organization
+    try:
+        result = export_period(Vault(config.vault_path), start, end, out, tz=config.tz, language=o.language,
+                               organization=o.name, force=force)
+    except ExportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(1)
+    except OSError as exc:  # the vault unreadable, OUT's folder missing or not writable, the disk full
+        click.echo(f"error: {exc.filename or out}: {exc.strerror or exc}; nothing was written to {out}", err=True)
+        ctx.exit(1)
+    click.echo(f"wrote {result.path}: {len(result.bags)} bag(s) sealed {start} to {end} ({config.tz}), "
+               f"{result.files} file(s), {result.bytes:,} bytes of bags")
+    click.echo(f"inside: {result.top}/README.txt explains how to verify it offline (bagit.py, sha256sum, minisign)")
+    click.echo(f"SHA-256 of the last ledger line exported: {result.last_line_sha256}")
+    for w in result.warnings:
+        click.echo(f"PROBLEM  {w}")
+    ctx.exit(1 if result.warnings else 0)
+
+
+_DATE = click.DateTime(formats=["%Y-%m-%d"])
+
+
+@main.command()
+@click.option("--as-of", "as_of", type=_DATE, default=None,
+              help="Judge the evidence as it stood at the end of this day (YYYY-MM-DD, the organisation's time zone). Default: now.")
+@click.option("--from", "date_from", type=_DATE, default=None,
+              help="First day of a period: its changes are counted from the end of this day (needs --to).")
+@click.option("--to", "date_to", type=_DATE, default=None,
+              help="Last day of the period, included: the evidence is judged as of its end (needs --from).")
+@click.pass_context
+def report(ctx: click.Context, as_of, date_from, date_to) -> None:
+    """Judge the sealed evidence and seal a report bundle: findings, changes, the register, CSV files.
+
+    Never calls a source API. Findings are not an error: exit 0 when the report was sealed;
+    1 when it could not be made (evidence changed since it was sealed, another report running);
+    2 for a bad configuration, context file or date.
+    """
+    from datetime import datetime, timezone
+
+    from evidence.report import ReportInputError, instant_for_date, resolve_period
+
+    config = _load(ctx)
+    if not config.connectors:
+        click.echo(f"no connectors configured: add a file under {config.path.parent / 'connectors'}/", err=True)
+        ctx.exit(2)
+    now = datetime.now(timezone.utc)
+    day = lambda value: value.date() if value is not None else None  # noqa: E731
+    try:
+        instant = instant_for_date(as_of.date(), config.tz, now) if as_of is not None else None
+        resolve_period(config.tz, as_of=instant, date_from=day(date_from), date_to=day(date_to), now=now)
+    except ReportInputError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(2)
+    context, catalogue, signing_key = _report_inputs(ctx, config)
+    result = _build_report(ctx, config, instant, day(date_from), day(date_to), context, catalogue, signing_key)
+    from evidence.report import summary_lines
+
+    for line in summary_lines(result, config.tz):
+        click.echo(line)
+    ctx.exit(0)
+
+
+def _report_inputs(ctx: click.Context, config: LoadedConfig):
+    """The context files, the control catalogue and the signing key; exit 2 on a problem in any."""
+    from collector.context import load_context
+    from collector.runner import prepare
+    from evidence.signing import SigningError
+
+    try:
+        context = load_context(config.path.parent, connector_ids={c.id for c in config.connectors})
+        from evidence.controls import load_catalogue
+
+        catalogue = load_catalogue(config.path.parent)
+    except ConfigError as exc:
+        click.echo(f"configuration error ({len(exc.problems)}):", err=True)
+        for p in exc.problems:
+            click.echo(f"  {p}", err=True)
+        ctx.exit(2)
+    try:
+        _, signing_key, recovered = prepare(config)
+    except SigningError as exc:
+        click.echo(f"signing key: {exc}", err=True)
+        ctx.exit(2)
+    for r in recovered:
+        click.echo(f"recovered: {r}", err=True)
+    return context, catalogue, signing_key
+
+
+def _build_report(ctx: click.Context, config: LoadedConfig, as_of, date_from, date_to, context, catalogue, signing_key):
+    from evidence.findings import JudgeError
+    from evidence.report import ReportError, build_report
+
+    try:
+        return build_report(config, as_of=as_of, date_from=date_from, date_to=date_to, signing_key=signing_key,
+                            context=context, catalogue=catalogue)
+    except ReportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(2)
+    except AlreadyRunning:
+        click.echo("a report is already being made in another process; try again when it has finished", err=True)
+        ctx.exit(1)
+    except JudgeError as exc:
+        click.echo(f"cannot judge the evidence: {exc}", err=True)
+        ctx.exit(1)
 
 
 @main.command()

@@ -109,7 +109,7 @@ def run_demo(workdir: Path, vault_path: Path, *, echo: Callable[[str], None] = p
 def _start_sandbox_if_needed(workdir: Path, main_config: Path, echo: Callable[[str], None]):
     """Start the sandbox when a registered connector can run against it; add those connectors."""
     from connectors import REGISTRY
-    from sandbox.env import CONNECTOR_TEMPLATES, SandboxEnv
+    from sandbox.env import CONNECTOR_TEMPLATES, CONTEXT_FILES, SandboxEnv
 
     if not any(kind in CONNECTOR_TEMPLATES for kind in REGISTRY):
         return None
@@ -117,7 +117,20 @@ def _start_sandbox_if_needed(workdir: Path, main_config: Path, echo: Callable[[s
     echo(f"sandbox organisation: {env.org.n} users at 127.0.0.1 ({env.workdir / 'endpoints.json'})")
     for name, text in env.connector_files().items():
         (main_config.parent / "connectors" / name).write_text(text, encoding="utf-8")
+    ids = {entry.id for entry in load_config(main_config).connectors}
+    for name in CONTEXT_FILES:  # its contractors, register and roster: what the report judges against
+        text = (env.workdir / "context" / name).read_text(encoding="utf-8")
+        if name == "register.toml" and not _names_only(text, ids):
+            continue  # it names a connector this demo does not run
+        (main_config.parent / name).write_text(text, encoding="utf-8")
     return env
+
+
+def _names_only(register_text: str, ids: set[str]) -> bool:
+    import tomllib
+
+    entries = tomllib.loads(register_text).get("entry", [])
+    return all(loc.get("connector") in ids for e in entries for loc in e.get("locations", []))
 
 
 def _collect_and_verify(config, echo: Callable[[str], None]) -> int:
@@ -134,11 +147,36 @@ def _collect_and_verify(config, echo: Callable[[str], None]) -> int:
             echo(f"  summary: {outcome.bag.path / 'data' / 'summary.html'}")
             echo(f"  tables:  {outcome.bag.path / 'data' / 'tables'}")
         worst = max(worst, 0 if outcome.status == "complete" else 1)
+    _report(config, key, echo)
     report = verify_vault(vault)
     echo(f"verify: {'OK' if report.ok else 'FAILED'} ({report.bags} bag(s), {report.files} files)")
     for p in report.problems:
         echo(f"  PROBLEM {p.describe()}")
+    index = _write_index(config, vault, report)
     echo("")
+    if index is not None:
+        echo(f"vault index: {index}  (open it in a browser: every bag by month, with its verification)")
     echo(f"config used: {config.path}  (try: shoseki --config {config.path} verify)")
     echo(f"public key:  {vault.public_key}  (auditors verify signatures with minisign -V)")
     return worst if report.ok else 1
+
+
+def _report(config, key, echo: Callable[[str], None]) -> None:
+    """Judge what was just collected (`shoseki report`) and say where the report is."""
+    from evidence.report import build_report, summary_lines
+
+    result = build_report(config, signing_key=key)
+    for line in summary_lines(result, config.tz):
+        echo(line)
+
+
+def _write_index(config, vault, report):
+    """vault/index.html with the results of the verify just made; None if it could not be written."""
+    from collector.runner import refresh_vault_index
+    from evidence.vault_index import record_verification
+
+    try:
+        record_verification(vault, report)
+    except OSError:
+        pass  # the page then shows the checks made after each seal
+    return refresh_vault_index(config, vault)

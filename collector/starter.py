@@ -14,6 +14,12 @@ STARTER = {
     "connectors/aws-s3.toml.example": "aws-s3.toml.example",
     "connectors/entra-id.toml.example": "entra-id.toml.example",
     "connectors/m365-files.toml.example": "m365-files.toml.example",
+    # the organisation's context and the control catalogue override (`shoseki report`)
+    "contractors.toml.example": "contractors.toml.example",
+    "exceptions.toml.example": "exceptions.toml.example",
+    "register.toml.example": "register.toml.example",
+    "roster.csv.example": "roster.csv.example",
+    "controls.toml.example": "controls.toml.example",
 }
 
 

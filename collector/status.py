@@ -282,6 +282,17 @@ def human_age(seconds: float | None) -> str:
     return f"{secs}s"
 
 
+def latest_report(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest report bag of the run catalogue (``shoseki report`` makes them), or None."""
+    reports = [r for r in runs if r.get("connector_id") == "report" and r.get("bag")]
+    last = max(reports, key=lambda r: (r.get("finished_utc") or "", r.get("run_id") or ""), default=None)
+    return {k: last.get(k) for k in ("run_id", "bag", "finished_utc")} if last else None
+
+
+def render_report(report: dict[str, Any], tz: ZoneInfo) -> str:
+    return f"latest report: {_local(report['finished_utc'], tz)}: {report['bag']}/data/index.html\n"
+
+
 def _local(text: str | None, tz: ZoneInfo) -> str:
     value = parse_utc(text)
     return value.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") if value else "-"

@@ -31,6 +31,19 @@ def test_check_all_good_exits_0(tmp_path, small_tree):
     assert CliRunner().invoke(main, ["--config", str(path), "check"]).exit_code == 0
 
 
+def test_check_validates_the_context_files(tmp_path, small_tree):
+    path = write_config(tmp_path, connectors={"a.toml": files_connector(small_tree)})
+    (path.parent / "roster.csv").write_text("email,name,department,manager,status,start,end\n"
+                                            "a@example.co.jp,A,,,active,2020-01-01,\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["--config", str(path), "check"])
+    assert result.exit_code == 0 and "context OK: roster.csv (0 contractor(s), 0 exception(s), 0 register entr(ies), 1 person(s)" in result.output
+    (path.parent / "register.toml").write_text(
+        '[[entry]]\nname = "HR"\nlocations = [{ connector = "nope" }]\nresponsible = "a@example.co.jp"\n', encoding="utf-8")
+    result = CliRunner().invoke(main, ["--config", str(path), "check"])
+    assert result.exit_code == 2
+    assert "register.toml:3: entry[0].locations[0].connector: no connector with id 'nope' (configured: files-main)" in result.output
+
+
 def test_collect_unknown_id_and_no_connectors(tmp_path, small_tree):
     path = write_config(tmp_path, connectors={"a.toml": files_connector(small_tree)})
     result = CliRunner().invoke(main, ["--config", str(path), "collect", "nope"])

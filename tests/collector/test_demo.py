@@ -31,7 +31,10 @@ def test_demo_leaves_a_vault_that_verifies_everywhere(demo_run):
     assert second.returncode == 0, second.stdout + second.stderr
     vault = cwd / "vault"
     all_bags = sorted(p for p in vault.glob("2*/2*/*") if p.is_dir())
-    assert len(all_bags) == 2 * len(collected)
+    reports = [b for b in all_bags if "_report_" in b.name]
+    assert len(all_bags) == 2 * len(collected) + len(reports) and len(reports) == 2  # a report after each run
+    assert re.search(r"^  findings: \d+ \(critical \d+", first.stdout, re.M)
+    assert "changes since the previous report" in second.stdout
     bags = [b for b in all_bags if "_files-demo_" in b.name]
     assert len(bags) == 2
     for bag in all_bags:

@@ -82,4 +82,4 @@ def test_demo_starts_the_sandbox_for_connectors_that_have_a_template(tmp_path, m
     assert seen == {"users": 20}
     assert "sandbox organisation: 20 users" in text
     assert "collected files-demo: complete" in text and "collected files-sandbox: complete" in text
-    assert "verify: OK (2 bag(s)" in text
+    assert "verify: OK (3 bag(s)" in text  # the two collections and the report
