@@ -25,22 +25,12 @@ from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
 from collector.config import LoadedConfig, schedule_trigger
-from evidence.model import utc_iso
+from evidence.model import parse_utc, utc_iso
 from evidence.vault import FILE_MODE, Vault
 
 OK, ATTENTION, FAILING = 0, 1, 2
 LEVEL_NAMES = {OK: "ok", ATTENTION: "attention", FAILING: "failing"}
 STATUS_FILE = "status.json"
-
-
-def parse_utc(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 # -- the catalogue, read without writing ----------------------------------------------------

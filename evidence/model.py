@@ -44,6 +44,18 @@ def utc_iso(value: datetime | float | int | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_utc(text: Any) -> datetime | None:
+    """The inverse of :func:`utc_iso`: an aware UTC datetime, or None for None, a non-string or
+    text that is not ISO 8601. A time without an offset is taken to be UTC."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 def _canonical_json_reference(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 

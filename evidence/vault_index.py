@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
-from evidence.model import utc_iso
+from evidence.model import parse_utc, utc_iso
 from evidence.vault import BAG_NAME, FILE_MODE, Vault
 from evidence.verify import (
     LedgerMismatch, Report, UnledgeredBag, _check_ledger, load_public_key, read_bag_info, tagmanifest_digest, verify_bag,
@@ -221,16 +221,6 @@ class BagRow:
         return "ok" if self.check.get("ok") else "failed"
 
 
-def _parse_utc(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
 def _bag_time(bag: Path, info: dict[str, str]) -> datetime | None:
     """When the run started: the folder name says it (local time with its offset); bag-info's
     Collected-From-UTC when the name is not the usual one."""
@@ -240,7 +230,7 @@ def _bag_time(bag: Path, info: dict[str, str]) -> datetime | None:
             return datetime.strptime(m.group(1), "%Y-%m-%dT%H%M%z")
         except ValueError:
             pass
-    return _parse_utc(info.get("Collected-From-UTC") or info.get("Collected-To-UTC"))
+    return parse_utc(info.get("Collected-From-UTC") or info.get("Collected-To-UTC"))
 
 
 def _href(rel: str, is_report: bool, bag: Path) -> str | None:
@@ -298,7 +288,7 @@ def page_context(
         "generated": _local(now, tz), "months": months, "latest_report": reports[0] if reports else None,
         "total": len(rows), "counts": counts, "ledger_problems": [p.describe() for p in problems],
         "scope": scope, "shown": SHOWN_PROBLEMS,
-        "local": lambda v: _local(v, tz), "local_utc": lambda s: _local(_parse_utc(s), tz),
+        "local": lambda v: _local(v, tz), "local_utc": lambda s: _local(parse_utc(s), tz),
     }
 
 

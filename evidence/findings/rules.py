@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from collector.context import Context, Contractor
 from evidence.findings.model import EvidenceRef, Finding, JudgedBundle, RULES, Settings
-from evidence.findings.select import parse_utc, records
+from evidence.findings.select import records
+from evidence.model import parse_utc
 from evidence.vault import Vault
 
 IDENTITY_TYPES = ("google_directory", "entra_id", "aws_iam")

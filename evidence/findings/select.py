@@ -9,24 +9,19 @@ never judges evidence that changed after it was sealed.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from evidence import ledger
 from evidence.findings.model import JudgedBundle
+from evidence.model import parse_utc
 from evidence.reader import BaseBundle, BaseBundleProblem
 from evidence.vault import Vault
 
 
 class JudgeError(Exception):
     """Evidence cannot be judged (a judged bag is missing or changed since it was sealed)."""
-
-
-def parse_utc(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
 def select_bundles(vault: Vault, connectors: Sequence[Any], as_of: datetime) -> tuple[JudgedBundle, ...]:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from evidence import ledger
 from evidence.findings.model import JudgedBundle
-from evidence.model import utc_iso
+from evidence.model import parse_utc, utc_iso
 from evidence.report.base import REPORT, ReportInputError
 from evidence.vault import Vault
 
@@ -121,7 +121,7 @@ def previous_report_baseline(vault: Vault, as_of: datetime) -> Baseline:
         if entry.connector_id != REPORT:
             continue
         run = _verified_run_json(vault, entry)
-        when = _parse_utc(run.get("as_of_utc")) if run else None
+        when = parse_utc(run.get("as_of_utc")) if run else None
         if when is None:
             broken.append(entry.bag)
         elif when <= as_of and (best is None or when >= best[0]):
@@ -132,16 +132,6 @@ def previous_report_baseline(vault: Vault, as_of: datetime) -> Baseline:
     when, entry, run = best
     bags = {j["connector_id"]: BaselineBag(j.get("bag"), j.get("digest")) for j in run.get("judged", [])}
     return Baseline("previous_report", bags, utc_iso(when), entry.bag, entry.tagmanifest_sha256)
-
-
-def _parse_utc(text: Any) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else None
 
 
 def period_baseline(bundles: Sequence[JudgedBundle], as_of: datetime) -> Baseline:

@@ -24,7 +24,8 @@ from collector.config import ConfigError, load_config
 from collector.daemon import Daemon
 from collector.runner import run_connector
 from collector.state import Catalogue
-from collector.status import parse_utc, read_runs, read_status_file
+from collector.status import read_runs, read_status_file
+from evidence.model import parse_utc
 from evidence.verify import verify_vault
 from evidence.vault import AlreadyRunning, Vault
 
