@@ -63,11 +63,44 @@ def _load(ctx: click.Context) -> LoadedConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        click.echo(f"configuration error ({len(exc.problems)}):", err=True)
-        for p in exc.problems:
-            click.echo(f"  {p}", err=True)
-        ctx.exit(2)
+        _config_problems(ctx, exc)
         raise  # unreachable; ctx.exit raises
+
+
+def _config_problems(ctx: click.Context, exc: ConfigError) -> None:
+    """Print every problem of a configuration or context file and exit 2."""
+    click.echo(f"configuration error ({len(exc.problems)}):", err=True)
+    for p in exc.problems:
+        click.echo(f"  {p}", err=True)
+    ctx.exit(2)
+
+
+def _judging_inputs(ctx: click.Context, config: LoadedConfig):
+    """The context files and the control catalogue (``report`` judges with them); exit 2 on a problem."""
+    from collector.context import load_context
+    from evidence.controls import load_catalogue
+
+    try:
+        return (load_context(config.path.parent, connector_ids={c.id for c in config.connectors}),
+                load_catalogue(config.path.parent))
+    except ConfigError as exc:
+        _config_problems(ctx, exc)
+        raise  # unreachable
+
+
+def _prepare(ctx: click.Context, config: LoadedConfig):
+    """Recover crashed runs and load the signing key (``collector.runner.prepare``); exit 2 on a bad key."""
+    from collector.runner import prepare
+    from evidence.signing import SigningError
+
+    try:
+        _, signing_key, recovered = prepare(config)
+    except SigningError as exc:
+        click.echo(f"signing key: {exc}", err=True)
+        ctx.exit(2)
+    for r in recovered:
+        click.echo(f"recovered: {r}", err=True)
+    return signing_key
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,7 +126,7 @@ def main(ctx: click.Context, config_path: Path | None, verbose: bool, log_format
 def collect(ctx: click.Context, ids: tuple[str, ...], progress: bool | None) -> None:
     """Run connectors once (all enabled ones, or the IDS given) and seal their bags."""
     from collector.progress import ProgressPrinter
-    from collector.runner import prepare, refresh_vault_index, run_connector
+    from collector.runner import refresh_vault_index, run_connector
 
     config = _load(ctx)
     try:
@@ -104,15 +137,7 @@ def collect(ctx: click.Context, ids: tuple[str, ...], progress: bool | None) -> 
     if not entries:
         click.echo(f"no connectors configured: add a file under {config.path.parent / 'connectors'}/", err=True)
         ctx.exit(2)
-    from evidence.signing import SigningError
-
-    try:
-        _, signing_key, recovered = prepare(config)
-    except SigningError as exc:
-        click.echo(f"signing key: {exc}", err=True)
-        ctx.exit(2)
-    for r in recovered:
-        click.echo(f"recovered: {r}", err=True)
+    signing_key = _prepare(ctx, config)
     printer = ProgressPrinter(sys.stderr, live=progress if progress is not None else sys.stderr.isatty())
     vault = Vault(config.vault_path)
     worst = 0
@@ -198,17 +223,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 def check(ctx: click.Context) -> None:
     """Validate the configuration and run every connector's check()."""
     config = _load(ctx)
-    from collector.context import load_context
-    from evidence.controls import load_catalogue
-
-    try:  # the organisation's context files and config/controls.toml, when present, are judged by `report`
-        context = load_context(config.path.parent, connector_ids={c.id for c in config.connectors})
-        catalogue = load_catalogue(config.path.parent)
-    except ConfigError as exc:
-        click.echo(f"configuration error ({len(exc.problems)}):", err=True)
-        for p in exc.problems:
-            click.echo(f"  {p}", err=True)
-        ctx.exit(2)
+    context, catalogue = _judging_inputs(ctx, config)  # what `report` judges with, when present
     click.echo(f"configuration OK: {config.path} ({len(config.connectors)} connector(s))")
     if context.files:
         click.echo(f"context OK: {', '.join(f.name for f in context.files)} ({len(context.contractors)} contractor(s), "
@@ -380,39 +395,14 @@ def report(ctx: click.Context, as_of, date_from, date_to) -> None:
     except ReportInputError as exc:
         click.echo(f"error: {exc}", err=True)
         ctx.exit(2)
-    context, catalogue, signing_key = _report_inputs(ctx, config)
+    context, catalogue = _judging_inputs(ctx, config)
+    signing_key = _prepare(ctx, config)
     result = _build_report(ctx, config, instant, day(date_from), day(date_to), context, catalogue, signing_key)
     from evidence.report import summary_lines
 
     for line in summary_lines(result, config.tz):
         click.echo(line)
     ctx.exit(0)
-
-
-def _report_inputs(ctx: click.Context, config: LoadedConfig):
-    """The context files, the control catalogue and the signing key; exit 2 on a problem in any."""
-    from collector.context import load_context
-    from collector.runner import prepare
-    from evidence.signing import SigningError
-
-    try:
-        context = load_context(config.path.parent, connector_ids={c.id for c in config.connectors})
-        from evidence.controls import load_catalogue
-
-        catalogue = load_catalogue(config.path.parent)
-    except ConfigError as exc:
-        click.echo(f"configuration error ({len(exc.problems)}):", err=True)
-        for p in exc.problems:
-            click.echo(f"  {p}", err=True)
-        ctx.exit(2)
-    try:
-        _, signing_key, recovered = prepare(config)
-    except SigningError as exc:
-        click.echo(f"signing key: {exc}", err=True)
-        ctx.exit(2)
-    for r in recovered:
-        click.echo(f"recovered: {r}", err=True)
-    return context, catalogue, signing_key
 
 
 def _build_report(ctx: click.Context, config: LoadedConfig, as_of, date_from, date_to, context, catalogue, signing_key):
