@@ -61,8 +61,9 @@ class _SourceState:
 
 
 def assess(vault: Vault, bundles: Sequence[JudgedBundle], context: Context, *, as_of: datetime, settings: Settings,
-           catalogue: Any, organization: str, domains: Sequence[str] = ()) -> Assessment:
-    """Every finding about ``bundles`` as of ``as_of`` (aware), with controls and exception status."""
+           catalogue: Any, organization: str, domains: Sequence[str]) -> Assessment:
+    """Every finding about ``bundles`` as of ``as_of`` (aware), with controls and exception status.
+    ``domains``: the organisation's own (``[organization] domains``); every other one is external."""
     world = _world(vault, bundles, context, as_of, settings, tuple(domains))
     found: list[Finding] = []
     privileged: list[PrivilegedHolder] = []

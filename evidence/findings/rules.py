@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from collector.context import Context, Contractor
 from evidence.findings.model import EvidenceRef, Finding, JudgedBundle, RULES, Settings
@@ -447,5 +447,3 @@ def group_index(memberships: Iterable[tuple[str, str]], wanted: Iterable[str]) -
         out[g] = seen
     return out
 
-
-RuleFn = Callable[..., Iterator[Finding]]

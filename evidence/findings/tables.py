@@ -6,7 +6,7 @@ bags are read (nothing is collected in a list), for the report's accounts.csv an
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterator, Sequence
 
 from collector.context import Context
@@ -41,12 +41,11 @@ def iter_accounts(vault: Vault, bundles: Sequence[JudgedBundle], context: Contex
             yield row
 
 
-def iter_sharing(vault: Vault, bundles: Sequence[JudgedBundle], context: Context, *, as_of: datetime | None = None,
-                 domains: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
+def iter_sharing(vault: Vault, bundles: Sequence[JudgedBundle], context: Context, *, as_of: datetime,
+                 domains: Sequence[str]) -> Iterator[dict[str, Any]]:
     """One row per live grant made where it is listed (not inherited) whose audience is not internal
     people: anyone, a domain-wide or organisation link, external people or accounts."""
-    world = R.World(as_of=as_of or datetime.now(timezone.utc), settings=Settings(), context=context,
-                    domains=tuple(domains))
+    world = R.World(as_of=as_of, settings=Settings(), context=context, domains=tuple(domains))
     for b in bundles:
         source = R.Source(vault, b)
         # the rows' resources first (few: only what is shared beyond the organisation), then their
