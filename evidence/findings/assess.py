@@ -9,7 +9,7 @@ resources owned by people who left, the register's accessors, and the findings t
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Iterator, Sequence
 
@@ -79,15 +79,11 @@ def assess(vault: Vault, bundles: Sequence[JudgedBundle], context: Context, *, a
             found.extend(R.membership_rules(source, key, m, world))
         state = _read_resources(source, context, world, resources_matched)
         found.extend(_named(source, list(_judge_grants(source, state, world, accessors))))
-    findings = _finish(found, context, catalogue, as_of)
-    register = _register_views(context, accessors, resources_matched)
-    found_register = _register_findings(vault, bundles, context, accessors, catalogue, as_of)
-    findings = sorted(findings + found_register, key=_order)
+    findings = sorted(_finish(found + _register_findings(context, accessors), context, catalogue, as_of), key=_order)
     return Assessment(
         as_of=as_of, organization=organization, bundles=tuple(bundles), findings=tuple(findings),
-        privileged=tuple(privileged), register=register,
-        settings={"inactive_days": settings.inactive_days, "guest_inactive_days": settings.guest_inactive_days,
-                  "top_admins_min": settings.top_admins_min, "top_admins_max": settings.top_admins_max},
+        privileged=tuple(privileged), register=_register_views(context, accessors, resources_matched),
+        settings=asdict(settings),
     )
 
 
@@ -188,8 +184,8 @@ def _register_views(context: Context, accessors: dict[tuple[int, int], dict[str,
     return tuple(out)
 
 
-def _register_findings(vault: Vault, bundles: Sequence[JudgedBundle], context: Context,
-                       accessors: dict[tuple[int, int], dict[str, Accessor]], catalogue: Any, as_of: datetime) -> list[Finding]:
+def _register_findings(context: Context, accessors: dict[tuple[int, int], dict[str, Accessor]]) -> list[Finding]:
+    """Rule 10: everyone who reaches a registered location and is not allowed there."""
     out = []
     for (i, j), seen in sorted(accessors.items()):
         entry = context.register[i]
@@ -202,7 +198,7 @@ def _register_findings(vault: Vault, bundles: Sequence[JudgedBundle], context: C
                                principal=pid, principal_email=a.email,
                                detail={"register_entry": entry.name, "role": a.role, "via": a.via, "reaches": a.resource},
                                evidence=(a.evidence,)))
-    return _finish(out, context, catalogue, as_of)
+    return out
 
 
 def _finish(found: list[Finding], context: Context, catalogue: Any, as_of: datetime) -> list[Finding]:
