@@ -245,3 +245,59 @@ def test_accounts_and_sharing_rows(collected):
     assert unapproved == {(c, res, p) for rule, c, res, p in want
                           if rule == "unapproved_domain" and c in ("google-drive", "m365-files", "aws-s3", "aws-iam")}
     assert all(r["resource_name"] for r in rows if r["connector_id"] == "google-drive")
+
+
+def test_the_sandbox_report_in_a_real_browser(collected):
+    """The report of the whole sandbox organisation, opened from file:// in headless chromium:
+    no errors, no network, every finding's evidence link lands on the record it names."""
+    from html.parser import HTMLParser
+    from urllib.parse import urlparse
+
+    from browser import load, require_browser
+
+    from collector.runner import load_signing_key
+    from evidence.report import build_report
+
+    require_browser()
+    env, cfg = collected
+    result = build_report(cfg, signing_key=load_signing_key(cfg))
+    artifacts = Path(__file__).resolve().parent.parent / "artifacts"
+    visit = load(result.index, screenshot=artifacts / "report-sandbox.png", click_all_details=True, full_page=False)
+    assert visit.console_errors == [] and visit.page_errors == [] and visit.network_requests == []
+    assert "個人情報管理台帳" in visit.text and "多要素認証 (MFA) のない管理者" in visit.text
+
+    class Anchors(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.text: dict[str, list[str]] = {}
+            self.open: list[str] = []
+
+        def handle_starttag(self, tag, attrs):
+            ident = dict(attrs).get("id")
+            if ident and ident.startswith("ev-"):
+                self.text[ident] = []
+                self.open.append(ident)
+
+        def handle_data(self, data):
+            for ident in self.open:
+                self.text[ident].append(data)
+
+        def handle_endtag(self, tag):
+            if self.open and tag == "div":  # each record is one <div class="ev" id="ev-…">
+                self.open.pop()
+
+    anchors = Anchors()
+    anchors.feed(result.index.read_text(encoding="utf-8"))
+    linked = {urlparse(link).fragment for link in visit.links if urlparse(link).fragment.startswith("ev-")}
+    refs = {r.anchor: r for f in result.assessment.findings for r in f.evidence}
+    vault, bags = Vault(cfg.main.vault.path), {}
+    assert set(refs) <= linked
+    for anchor, ref in refs.items():
+        assert anchor in anchors.text, f"no element for {ref}"
+        if ref.stream != "run":
+            shown = "".join(anchors.text[anchor])
+            if (ref.bag, ref.stream) not in bags:
+                bags[ref.bag, ref.stream] = dict(_records(vault.root / ref.bag, ref.stream))
+            record = bags[ref.bag, ref.stream][ref.key]
+            assert ref.key in shown, f"{anchor} does not name the record {ref.key}"
+            assert all(f'"{field}": ' in shown for field in record), f"{anchor} does not show the record {ref.key}"
