@@ -66,13 +66,58 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{{"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[unit]: n})
 
 
-def validate_crontab(expr: str, tz: str = "UTC") -> str:
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _weekday(text: str) -> int:
+    if text in _WEEKDAYS:
+        return _WEEKDAYS.index(text)
+    if text.isdigit() and int(text) <= 7:
+        return int(text)
+    raise ValueError(f"'{text}' is not a day of the week (0-7, 0 and 7 being Sunday, or sun … sat)")
+
+
+def crontab_weekdays(field: str) -> str:
+    """A crontab day-of-week field (0 or 7 = Sunday, 1 = Monday; names; lists, ranges, steps) as
+    the day names it means. APScheduler 3 numbers days from Monday = 0, so its
+    ``CronTrigger.from_crontab`` would run "1" on Tuesdays; names mean the same to both."""
+    if field == "*":
+        return field
+    days: set[int] = set()
+    for part in field.lower().split(","):
+        span, _, step_text = part.partition("/")
+        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else None
+        if step_text and step is None:
+            raise ValueError(f"'{part}': the step must be a positive number")
+        if span == "*":
+            low, high = 0, 6
+        elif "-" in span:
+            low, high = (_weekday(x) for x in span.split("-", 1))
+            if high < low:
+                raise ValueError(f"'{span}': the range ends before it starts")
+        else:
+            low = _weekday(span)
+            high = 7 if step_text else low
+        days.update(d % 7 for d in range(low, high + 1, step or 1))
+    return ",".join(_WEEKDAYS[d] for d in sorted(days))
+
+
+def cron_trigger(expr: str, tz: str = "UTC"):
+    """The APScheduler trigger of a standard five-field crontab expression, in ``tz``."""
     from apscheduler.triggers.cron import CronTrigger
 
     try:
-        CronTrigger.from_crontab(expr, timezone=tz)
+        fields = expr.split()
+        if len(fields) != 5:
+            raise ValueError(f"wrong number of fields; got {len(fields)}, expected 5")
+        fields[4] = crontab_weekdays(fields[4])
+        return CronTrigger.from_crontab(" ".join(fields), timezone=tz)
     except ValueError as exc:
         raise ValueError(f"'{expr}' is not a valid crontab expression ({exc})") from None
+
+
+def validate_crontab(expr: str, tz: str = "UTC") -> str:
+    cron_trigger(expr, tz)
     return expr
 
 
@@ -88,10 +133,7 @@ def schedule_trigger(expr: str, tz: str = "UTC", *, jitter_s: float = 0):
     jitter = int(jitter_s) or None
     every = _EVERY.match(expr)
     if every is None:
-        validate_crontab(expr, tz)
-        from apscheduler.triggers.cron import CronTrigger
-
-        trigger = CronTrigger.from_crontab(expr, timezone=tz)
+        trigger = cron_trigger(expr, tz)
         trigger.jitter = jitter
         return trigger
     try:

@@ -148,3 +148,30 @@ def test_findings_thresholds(tmp_path):
         load_config(write_config(tmp_path, main_extra="[findings]\ntop_admins_min = 3\ntop_admins_max = 2\ninactive = 1\n"))
     text = "\n".join(str(p) for p in exc.value.problems)
     assert "findings.top_admins_max" in text and "below top_admins_min (3)" in text and "findings.inactive" in text
+
+
+@pytest.mark.parametrize(("field", "days"), [
+    ("1", ["Monday"]), ("0", ["Sunday"]), ("7", ["Sunday"]), ("1-5", ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]),
+    ("*/2", ["Sunday", "Tuesday", "Thursday", "Saturday"]), ("mon,wed", ["Monday", "Wednesday"]), ("5-7", ["Friday", "Saturday", "Sunday"]),
+])
+def test_crontab_weekdays_count_from_sunday_as_cron_does(field, days):
+    """APScheduler 3 numbers days from Monday = 0: "0 7 * * 1" must still run on Mondays."""
+    from datetime import datetime, timedelta, timezone
+
+    from collector.config import schedule_trigger
+
+    trigger = schedule_trigger(f"0 7 * * {field}", "Asia/Tokyo")
+    start, seen = datetime(2026, 11, 29, tzinfo=timezone.utc), set()  # a Sunday
+    fire = trigger.get_next_fire_time(None, start)
+    while fire < start + timedelta(days=7):
+        seen.add(fire.strftime("%A"))
+        fire = trigger.get_next_fire_time(fire, fire + timedelta(minutes=1))
+    assert sorted(seen) == sorted(days)
+
+
+def test_bad_crontab_weekdays_are_refused(tmp_path):
+    from collector.config import validate_schedule
+
+    for bad in ("0 7 * * 8", "0 7 * * 5-1", "0 7 * * funday", "0 7 * *"):
+        with pytest.raises(ValueError, match="is not a valid crontab expression"):
+            validate_schedule(bad)
