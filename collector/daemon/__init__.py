@@ -6,7 +6,8 @@ Threads::
                   status.json every few seconds, the orderly stop
     apscheduler   BackgroundScheduler: computes start times, hands due jobs to its pool
     pool workers  one per due collection; each waits for a slot (``[daemon] max_concurrent``),
-                  then calls ``runner.run_connector`` (which starts the bag writer's helper process)
+                  then calls ``runner.run_connector`` (which starts the bag writer's helper process);
+                  and one for a due report (``[daemon] report_schedule``), which takes every slot
     health        optional: /healthz and /metrics on 127.0.0.1 (``--health-port``; ``health.py``)
 
 One APScheduler job per connector id, ``max_instances=1`` and ``coalesce``: a start that comes
@@ -16,12 +17,21 @@ daemon) from running it at the same time too. The catalogue, not a job store, re
 at start (and for connectors a reload adds) every connector whose evidence is stale — its last
 complete bundle older than ``max_age``, or none — runs at once; then each follows its schedule.
 
+With ``[daemon] report_schedule``, one more job (id ``report``, a reserved connector id) makes the
+report as ``shoseki report`` does (``evidence.report.build_report``, as of now). It takes every
+slot: from the moment it is due no collection starts, it waits for the running ones to end, and
+the collections that came due meanwhile start once it is sealed — so it judges a vault this
+daemon is not writing to. A failure (a broken context file, evidence changed since it was
+sealed) is logged with its reason and counted; another report in progress (the vault's
+``report`` lock) makes it skipped. ``/metrics`` counts them (``shoseki_reports_total``).
+
 SIGTERM / SIGINT: no new work; running collections are cancelled (``RunContext`` raises
 ``Cancelled`` at the next page boundary) and the runner seals them ``partial`` ("interrupted")
 without moving the cursor; the process exits 0 once they are sealed, or 1 after
 ``[daemon] stop_timeout`` if one did not stop (its leftover goes to ``.aborted/`` at the next start).
+A report being made cannot be cancelled: the stop waits for it to be sealed, within the same bound.
 SIGHUP: the config is loaded and validated again; a broken one is logged problem by problem and
-the running one kept; a good one adds, removes and reschedules jobs.
+the running one kept; a good one adds, removes and reschedules jobs (the report's too).
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -56,16 +67,20 @@ from collector.status import (
     connector_statuses,
     exit_code,
     human_age,
+    latest_report,
     metrics_text,
     read_runs,
     write_status_file,
 )
-from evidence.model import utc_iso
+from evidence.findings import SEVERITIES, JudgeError
+from evidence.model import parse_utc, utc_iso
+from evidence.report import ReportError, ReportInputError, ReportResult, build_report
 from evidence.vault import AlreadyRunning, Vault
 
 log = logging.getLogger("shoseki.daemon")
 POOL_THREADS = 64        # pool threads are made on demand; each due job holds one while it waits for a slot
 STATUS_EVERY_S = 5.0     # status.json is also rewritten after every event
+REPORT_JOB = "report"    # the report's job id: reserved, so no connector has it (config.RESERVED_IDS)
 
 
 def _now() -> datetime:
@@ -73,16 +88,23 @@ def _now() -> datetime:
 
 
 class Slots:
-    """At most ``limit`` collections at once; the limit can change on reload."""
+    """At most ``limit`` collections at once; the limit can change on reload.
+
+    The scheduled report takes all of them (``acquire_all``): from the moment it asks, no
+    collection starts; it waits for the running ones to end, and the waiting ones start after it."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.used = 0
+        self.exclusive = False   # the report holds, or waits for, every slot
         self._cond = threading.Condition()
+
+    def busy(self) -> bool:
+        return self.used >= self.limit or self.exclusive
 
     def acquire(self, stop: threading.Event) -> bool:
         with self._cond:
-            while self.used >= self.limit and not stop.is_set():
+            while self.busy() and not stop.is_set():
                 self._cond.wait(0.5)
             if stop.is_set():
                 return False
@@ -92,6 +114,23 @@ class Slots:
     def release(self) -> None:
         with self._cond:
             self.used -= 1
+            self._cond.notify_all()
+
+    def acquire_all(self, stop: threading.Event) -> bool:
+        """Every slot, for one holder at a time (the report job has ``max_instances=1``)."""
+        with self._cond:
+            self.exclusive = True
+            while self.used and not stop.is_set():
+                self._cond.wait(0.5)
+            if stop.is_set():
+                self.exclusive = False
+                self._cond.notify_all()
+                return False
+            return True
+
+    def release_all(self) -> None:
+        with self._cond:
+            self.exclusive = False
             self._cond.notify_all()
 
     def set_limit(self, limit: int) -> None:
@@ -145,6 +184,10 @@ class Daemon:
         self._errors: dict[str, dict[str, Any]] = {}
         self._catch_up: set[str] = set()
         self._specs: dict[str, tuple[Any, ...]] = {}
+        self._report_spec: tuple[Any, ...] | None = None
+        self._reporting: str | None = None                # since when the scheduled report is being made
+        self._report_error: dict[str, Any] | None = None  # the last scheduled report's failure, until one is sealed
+        self.reports: Counter = Counter()                  # "ok" | "failed" | "skipped" -> n
         self._status_lock = threading.Lock()
         self._health: HealthServer | None = None
         self.scheduler = BackgroundScheduler(
@@ -169,8 +212,9 @@ class Daemon:
         if not self._specs:
             log.warning("no enabled connector: add a file under %s and reload (SIGHUP)", self.config.path.parent / "connectors")
         log.info(
-            "daemon started: %d connector(s) scheduled, vault %s, max_concurrent %d%s",
+            "daemon started: %d connector(s) scheduled, vault %s, max_concurrent %d%s%s",
             len(self._specs), self.vault.root, self.slots.limit,
+            f", report {self._report_spec[0]}" if self._report_spec else "",
             f", health on {self._health.url}" if self._health else "", extra={"event": "daemon_start"},
         )
         self.write_status()
@@ -222,17 +266,20 @@ class Daemon:
             running = sorted(self._running)
             for run in self._running.values():
                 run.cancel.set()
+            reporting = self._reporting is not None
         if running:
             log.info(
                 "asking %s to stop at the next page boundary and seal as partial (waiting up to %s)",
                 ", ".join(running), human_age(timeout), extra={"event": "cancel"},
             )
+        if reporting:
+            log.info("a report is being made: waiting up to %s for it to be sealed", human_age(timeout), extra={"event": "cancel"})
         self.write_status()
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._running and deadline - time.monotonic() > 0:
+            while (self._running or self._reporting) and deadline - time.monotonic() > 0:
                 self._cond.wait(min(deadline - time.monotonic(), 0.5))
-            left = sorted(self._running)
+            left = sorted(self._running) + (["the report"] if self._reporting else [])
         self.state = "stopped"
         if self._health is not None:
             self._health.close()
@@ -286,9 +333,40 @@ class Daemon:
                 "%s: %s (%s); next run %s%s", cid, what, entry.schedule, _local(job.next_run_time, new),
                 f"; overdue: {stale[cid]}" if "next_run_time" in kwargs else "", extra={"connector": cid, "event": what},
             )
+        self._apply_report(new)
+
+    def _apply_report(self, new: LoadedConfig) -> None:
+        """The report job follows ``[daemon] report_schedule`` ("" = none). No catch-up at start:
+        a report judges what is sealed, whenever it runs, so the next start is the schedule's."""
+        d = new.main.daemon
+        spec = (d.report_schedule, new.main.organization.timezone, d.seconds("misfire_grace")) if d.report_schedule else None
+        if spec == self._report_spec:
+            return
+        if spec is None:
+            self.scheduler.remove_job(REPORT_JOB)
+            self._report_spec = None
+            log.info("report: removed from the schedule (a report being made is finished)", extra={"event": "report_unscheduled"})
+            return
+        what = "scheduled" if self._report_spec is None else "rescheduled"
+        schedule, tz, misfire = spec
+        job = self.scheduler.add_job(
+            self._report_job, schedule_trigger(schedule, tz), id=REPORT_JOB, name=REPORT_JOB,
+            replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=max(1, int(misfire)),
+        )
+        self._report_spec = spec
+        log.info("report: %s (%s); next report %s", what, schedule, _local(job.next_run_time, new), extra={"event": f"report_{what}"})
 
     def _on_event(self, event: Any) -> None:
         due = ", ".join(_local(t, self.config) for t in getattr(event, "scheduled_run_times", [])[:3])
+        if event.job_id == REPORT_JOB:
+            if event.code == EVENT_JOB_MAX_INSTANCES:
+                with self._cond:
+                    self.reports["skipped"] += 1
+                log.info("report: the previous one is still being made (or waiting); the start due at %s is skipped", due, extra={"event": "report_skipped"})
+            elif event.code == EVENT_JOB_MISSED:
+                log.warning("report: the start due at %s was missed by more than misfire_grace; the next one follows the schedule",
+                            due, extra={"event": "report_missed"})
+            return
         if event.code == EVENT_JOB_MAX_INSTANCES:
             log.info("%s: still running; the start due at %s is skipped", event.job_id, due, extra={"connector": event.job_id, "event": "run_skipped"})
         elif event.code == EVENT_JOB_MISSED:
@@ -307,7 +385,9 @@ class Daemon:
             self._catch_up.discard(cid)
         if entry is None:  # removed by a reload after this start was handed to the pool
             return
-        if self.slots.used >= self.slots.limit:
+        if self.slots.exclusive:
+            log.info("%s: due; waiting for the scheduled report to be made", cid, extra={"connector": cid, "event": "run_waiting"})
+        elif self.slots.used >= self.slots.limit:
             log.info("%s: due; waiting for a free slot (max_concurrent %d)", cid, self.slots.limit, extra={"connector": cid, "event": "run_waiting"})
         if not self.slots.acquire(self.stopping):
             return
@@ -383,6 +463,66 @@ class Daemon:
             c.throttles[cid] += sum((run.get("throttled") or {}).values())
             c.throttle_wait_s[cid] += float(run.get("throttle_wait_s") or 0.0)
 
+    # -- the scheduled report ---------------------------------------------------------------------
+    def _report_job(self) -> None:
+        """``[daemon] report_schedule``: as ``shoseki report`` (as of now), with every slot held,
+        so no collection of this daemon runs meanwhile (see :class:`Slots`)."""
+        if self.stopping.is_set():
+            return
+        if self.slots.used:
+            log.info(
+                "report: due; waiting for %d running collection(s) to end (collections due meanwhile wait for the report)",
+                self.slots.used, extra={"event": "report_waiting"},
+            )
+        if not self.slots.acquire_all(self.stopping):
+            return
+        try:
+            self._make_report()
+        finally:
+            self.slots.release_all()
+
+    def _make_report(self) -> None:
+        with self._cond:
+            if self.stopping.is_set():
+                return
+            config, key = self.config, self.signing_key
+            self._reporting = utc_iso(_now())
+        log.info("report: judging the sealed evidence", extra={"event": "report_start"})
+        self.write_status()
+        result, reason, made, trace = "failed", "", None, None
+        try:
+            if not config.connectors:
+                reason = f"no connector configured (add a file under {config.path.parent / 'connectors'})"
+            else:
+                made = build_report(config, signing_key=key)
+                result = "ok"
+        except AlreadyRunning:
+            result = "skipped"
+        except ConfigError as exc:  # a context file (roster.csv …) or controls.toml
+            reason = "configuration error: " + "; ".join(str(p) for p in exc.problems)
+        except JudgeError as exc:  # a judged bundle changed or went missing since it was sealed
+            reason = f"cannot judge the evidence: {exc} (run shoseki verify)"
+        except (ReportError, ReportInputError) as exc:
+            reason = str(exc)
+        except Exception as exc:  # the daemon outlives any one report
+            reason, trace = f"{type(exc).__name__}: {exc}", sys.exc_info()
+        finally:
+            with self._cond:
+                self._reporting = None
+                self.reports[result] += 1
+                if result == "ok":
+                    self._report_error = None
+                elif result == "failed":
+                    self._report_error = {"at_utc": utc_iso(_now()), "message": reason}
+                self._cond.notify_all()
+        if made is not None:
+            log.info("%s", _report_line(made), extra={"event": "report_end", "run_id": made.sealed.run_id, "status": "complete"})
+        elif result == "skipped":
+            log.warning("report: skipped: a report is already being made in another process", extra={"event": "report_skipped"})
+        else:
+            log.error("report: could not be made: %s", reason, exc_info=trace, extra={"event": "report_error"})
+        self.write_status()
+
     # -- reload -----------------------------------------------------------------------------------
     def reload(self) -> bool:
         path = self.config.path
@@ -437,7 +577,20 @@ class Daemon:
             "started_utc": utc_iso(datetime.fromtimestamp(self.started, timezone.utc).replace(microsecond=0)),
             "config": str(self.config.path), "config_error": self.config_error,
             "max_concurrent": self.slots.limit, "health": self._health.url if self._health else None,
+            "report": self._report_info(),
         }
+
+    def _report_info(self) -> dict[str, Any] | None:
+        """The scheduled report, for status.json and /healthz (None when ``report_schedule`` is off)."""
+        if self._report_spec is None:
+            return None
+        job = self.scheduler.get_job(REPORT_JOB) if self.state == "running" else None
+        with self._cond:
+            return {
+                "schedule": self._report_spec[0],
+                "next_run_utc": utc_iso(job.next_run_time.replace(microsecond=0)) if job and job.next_run_time else None,
+                "running_since_utc": self._reporting, "last_error": self._report_error,
+            }
 
     def status_payload(self) -> dict[str, Any]:
         _, statuses, errors = self.statuses()
@@ -470,7 +623,32 @@ class Daemon:
         _, statuses, _ = self.statuses()
         with self._cond:
             counters = copy.deepcopy(self.counters)
-        return metrics_text(statuses, counters, started=self.started, config_error=bool(self.config_error))
+            reports = Counter(self.reports)
+        last = latest_report(read_runs(self.vault))
+        lines = [
+            "# HELP shoseki_reports_total Scheduled reports since the daemon started, by result (skipped: another was being made).",
+            "# TYPE shoseki_reports_total counter",
+            *(f'shoseki_reports_total{{result="{r}"}} {reports[r]}' for r in sorted({"ok", "failed", "skipped"} | set(reports))),
+            "# HELP shoseki_last_report_timestamp_seconds When the latest report was sealed, by the daemon or shoseki report (Unix time).",
+            "# TYPE shoseki_last_report_timestamp_seconds gauge",
+        ]
+        finished = parse_utc(last.get("finished_utc")) if last else None
+        if finished is not None:
+            lines.append(f"shoseki_last_report_timestamp_seconds {round(finished.timestamp(), 3)!r}")
+        text = metrics_text(statuses, counters, started=self.started, config_error=bool(self.config_error))
+        return text + "\n".join(lines) + "\n"
+
+
+def _report_line(made: ReportResult) -> str:
+    """One log line per sealed report: where it is, its findings by severity, what it could not see."""
+    findings = made.assessment.findings
+    severities = Counter(f.severity for f in findings)
+    by_severity = ", ".join(f"{s} {severities[s]}" for s in SEVERITIES if severities[s]) or "none"
+    line = f"report sealed: {made.index}; {len(findings)} finding(s) ({by_severity})"
+    unseen = [b.connector_id for b in made.assessment.bundles if b.freshness != "ok"]
+    if unseen:
+        line += f"; no current, complete evidence for {', '.join(unseen)} (no finding there means no data)"
+    return line
 
 
 def _local(value: datetime | None, config: LoadedConfig) -> str:

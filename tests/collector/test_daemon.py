@@ -406,3 +406,133 @@ def test_a_taken_health_port_or_a_broken_config_stops_the_start_with_2(tmp_path,
     assert [json.loads(line)["message"] for line in result.stderr.splitlines()] == [
         f"configuration error: {tmp_path / 'config' / 'connectors' / 'a.toml'}:5: connector[0].schedule: 'every 0s': the interval must be at least 1s"
     ]
+
+
+# -- the scheduled report ([daemon] report_schedule) ----------------------------------------------
+
+
+def _report_bags(vault: Vault) -> list[Path]:
+    """Report bags in the order they were sealed (the ledger's)."""
+    from evidence import ledger
+
+    return [vault.root / e.bag for e in ledger.entries(vault.ledger) if e.connector_id == "report"]
+
+
+def test_report_schedule_is_validated_and_off_by_default(tmp_path, small_tree):
+    path = write_config(tmp_path, connectors={"a.toml": files_connector(small_tree)}, main_extra=DAEMON)
+    assert load_config(path).main.daemon.report_schedule == ""
+    for good in ("every 2s", "0 7 * * mon", "  "):
+        path.write_text(path.read_text(encoding="utf-8").split("\n[daemon]")[0] + DAEMON + f'report_schedule = "{good}"\n', encoding="utf-8")
+        assert load_config(path).main.daemon.report_schedule == good.strip()
+    for bad, message in (
+        ("every 0s", "'every 0s': the interval must be at least 1s"),
+        ("weekly", "'weekly' is not a valid crontab expression"),
+        ("every week", "'every week' is not a valid interval"),
+        ("0 25 * * *", "'0 25 * * *' is not a valid crontab expression"),
+    ):
+        path.write_text(path.read_text(encoding="utf-8").split("\n[daemon]")[0] + DAEMON + f'report_schedule = "{bad}"\n', encoding="utf-8")
+        with pytest.raises(ConfigError) as exc:
+            load_config(path)
+        assert any(str(p).startswith(f"{path}:12: daemon.report_schedule: {message}") for p in exc.value.problems), exc.value
+
+
+def test_slots_the_report_waits_for_running_collections_and_holds_off_new_ones():
+    import threading
+
+    from collector.daemon import Slots
+
+    slots, stop, order = Slots(2), threading.Event(), []
+    assert slots.acquire(stop)  # a collection runs
+    report = threading.Thread(target=lambda: (slots.acquire_all(stop), order.append("report"), slots.release_all()))
+    report.start()
+    _wait(lambda: slots.exclusive, 5, "the report to ask for every slot")
+    late = threading.Thread(target=lambda: (slots.acquire(stop), order.append("late collection"), slots.release()))
+    late.start()
+    time.sleep(0.3)
+    assert order == [] and slots.busy()  # a free slot, but the report is waiting: nothing starts
+    slots.release()  # the running collection ends
+    report.join(5)
+    late.join(5)
+    assert order == ["report", "late collection"] and not slots.exclusive and slots.used == 0
+    stop.set()
+    assert not slots.acquire_all(stop) and not slots.exclusive  # a stop gives up, and leaves nothing held
+
+
+def test_a_reload_makes_the_report_follow_the_new_schedule(tmp_path, small_tree):
+    path = write_config(tmp_path, connectors={"a.toml": files_connector(small_tree, extra=f'schedule = "{NEVER}"\n')},
+                        main_extra=DAEMON + f'report_schedule = "{NEVER}"\n')
+    daemon = Daemon(load_config(path))
+    daemon.start()
+    base = path.read_text(encoding="utf-8")
+    try:
+        job = daemon.scheduler.get_job("report")
+        assert job is not None and (job.next_run_time.month, job.next_run_time.day) == (2, 29)
+        assert read_status_file(Vault(tmp_path / "vault"))["daemon"]["report"]["schedule"] == NEVER
+        path.write_text(base.replace(NEVER, "0 7 * * mon"), encoding="utf-8")
+        assert daemon.reload()
+        job = daemon.scheduler.get_job("report")
+        assert job.next_run_time.astimezone(daemon.config.tz).strftime("%a %H:%M") == "Mon 07:00"
+        path.write_text(base.replace(NEVER, "every 0s"), encoding="utf-8")
+        assert not daemon.reload()  # refused: the previous schedule keeps running
+        assert any("daemon.report_schedule: 'every 0s'" in p for p in daemon.config_error)
+        assert daemon.scheduler.get_job("report").next_run_time == job.next_run_time
+        path.write_text(base.replace(f'report_schedule = "{NEVER}"\n', ""), encoding="utf-8")
+        assert daemon.reload()
+        assert daemon.scheduler.get_job("report") is None and {j.id for j in daemon.scheduler.get_jobs()} == {"files-main"}
+        assert daemon.daemon_info()["report"] is None
+    finally:
+        assert daemon.stop()
+
+
+def test_the_daemon_seals_scheduled_reports_that_verify_and_chain(tmp_path, small_tree, keypair, daemons):
+    port = _free_port()
+    config = write_config(tmp_path, signing_key=keypair[0], main_extra=DAEMON + 'report_schedule = "every 2s"\n', connectors={
+        "files.toml": files_connector(small_tree, extra='schedule = "every 1s"\n')})
+    vault = Vault(tmp_path / "vault")
+    d = daemons(config, tmp_path / "daemon.log", "--health-port", str(port))
+    _wait(lambda: len(_report_bags(vault)) >= 2, 15, "two scheduled reports", d)
+    assert d.has("report_scheduled", contains="report: scheduled (every 2s)")
+    sealed = [e for e in d.events() if e.get("event") == "report_end"]
+    assert sealed and all(e["message"].startswith("report sealed: ") and " finding(s) (" in e["message"] for e in sealed)
+    assert Path(sealed[0]["message"].removeprefix("report sealed: ").split(";")[0]).is_file()  # where it is
+    assert not d.has("report_error") and not d.has("run_error")
+    families = parse_prometheus(_get(f"http://127.0.0.1:{port}/metrics")[2])
+    assert sample(families, "shoseki_reports_total", result="ok") >= 2
+    assert sample(families, "shoseki_reports_total", result="failed") == 0
+    assert sample(families, "shoseki_last_report_timestamp_seconds") > time.time() - 60
+    rc, _ = d.stop()
+    assert rc == 0, d.text()
+
+    from evidence.verify import read_bag_info
+
+    reports = _report_bags(vault)
+    for old, new in zip(reports, reports[1:]):  # each chained to the one before
+        digest = __import__("hashlib").sha256((old / "tagmanifest-sha256.txt").read_bytes()).hexdigest()
+        assert read_bag_info(new)["Previous-Bag-Digest"] == f"sha256:{digest}"
+    assert all((r / "tagmanifest-sha256.txt.minisig").is_file() for r in reports)
+    assert len(_runs(vault, "files-main", "complete")) >= 2
+    # the report takes every slot: no collection ran while a report was being made
+    _intervals_do_not_overlap(_runs(vault, "files-main") + _runs(vault, "report"))
+    result = verify_vault(vault)
+    assert result.ok, [p.describe() for p in result.problems]
+
+
+def test_a_broken_context_file_fails_the_report_with_its_reason_and_collections_go_on(tmp_path, small_tree, daemons):
+    config = write_config(tmp_path, main_extra=DAEMON + 'report_schedule = "every 2s"\n', connectors={
+        "files.toml": files_connector(small_tree, extra='schedule = "every 1s"\n')})
+    vault = Vault(tmp_path / "vault")
+    d = daemons(config, tmp_path / "daemon.log")
+    _wait(lambda: _runs(vault, "files-main", "complete"), 10, "a first collection", d)
+    roster = tmp_path / "config" / "roster.csv"
+    roster.write_text("email,name,status\nyamada@example.co.jp,山田,active\nnot-an-email,鈴木,active\n", encoding="utf-8")
+    reason = f"report: could not be made: configuration error: {roster}:3: email: 'not-an-email' is not an email address"
+    _wait(lambda: d.has("report_error", contains=reason), 10, "the report to fail", d)
+    failed = len(_runs(vault, "files-main", "complete"))
+    _wait(lambda: len(_runs(vault, "files-main", "complete")) >= failed + 2, 10, "collections after the failure", d)
+    status = read_status_file(vault)["daemon"]["report"]
+    assert status["schedule"] == "every 2s" and status["last_error"]["message"] == reason.removeprefix("report: could not be made: ")
+    assert [e for e in d.events() if e.get("event") == "report_error"][0]["level"] == "error"
+    assert d.proc.poll() is None and not d.has("run_error")
+    rc, _ = d.stop()
+    assert rc == 0, d.text()
+    assert verify_vault(vault).ok
