@@ -33,6 +33,7 @@ action list grants) that both connectors need.
 from __future__ import annotations
 
 import functools
+from abc import abstractmethod
 import ipaddress
 import json
 import re
@@ -49,7 +50,9 @@ from pydantic import Field, field_validator
 from connectors.base import (
     AuthenticationError,
     AwsRegion,
+    CheckResult,
     ConfigPath,
+    Connector,
     ConnectorConfig,
     ConnectorError,
     EndpointUrl,
@@ -681,7 +684,35 @@ def aws_time(value: Any) -> str | None:
     return utc_iso(parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc))
 
 
-def check_items(clients: AwsClients, ctx: RunContext, probes: list[tuple[str, Callable[[AwsAccount], str]]]) -> list[tuple[str, bool, str]]:
+Probe = Callable[[AwsAccount], str]
+
+
+class AwsConnector(Connector):
+    """What the AWS connectors share: their client factory and the shape of ``check()`` — the
+    credentials of each account, then each of the connector's probes per account."""
+
+    @classmethod
+    def make_clients(cls, config: AwsSettings) -> AwsClients:  # type: ignore[override]
+        return AwsClients(config)
+
+    def check(self) -> CheckResult:
+        result = CheckResult()
+        try:
+            clients = self.ensure_clients()
+        except Exception as exc:  # check never raises
+            return result.add("AWS clients", False, f"{type(exc).__name__}: {exc}")
+        ctx = RunContext.for_check()
+        clients.bind(ctx)
+        for name, ok, detail in check_items(clients, ctx, self.check_probes(clients, ctx)):
+            result.add(name, ok, detail)
+        return result
+
+    @abstractmethod
+    def check_probes(self, clients: AwsClients, ctx: RunContext) -> list[tuple[str, Probe]]:
+        """``(what it checks, probe)``: one cheap read per stream, run for each account."""
+
+
+def check_items(clients: AwsClients, ctx: RunContext, probes: list[tuple[str, Probe]]) -> list[tuple[str, bool, str]]:
     """Run ``check`` probes per account: ``[(name, ok, detail)]``; never raises."""
     out: list[tuple[str, bool, str]] = []
     try:

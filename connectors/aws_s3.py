@@ -51,10 +51,11 @@ from pydantic import Field
 from connectors._aws import (
     AwsAccount,
     AwsClients,
+    AwsConnector,
     AwsSettings,
+    Probe,
     as_list,
     aws_time,
-    check_items,
     condition_scope,
     document,
     principal_entries,
@@ -65,8 +66,6 @@ from connectors._aws import (
 from connectors.base import (
     AuthenticationError,
     Cancelled,
-    CheckResult,
-    Connector,
     PermissionDenied,
     RunContext,
     SourceError,
@@ -99,7 +98,7 @@ class _Bucket:
     region_from: str | None = None   # "listing" | "get_bucket_location"
 
 
-class AwsS3Connector(Connector):
+class AwsS3Connector(AwsConnector):
     """Bucket policies, ACLs, public access blocks and ownership of every S3 bucket of one or more accounts."""
 
     kind = "aws_s3"
@@ -119,19 +118,8 @@ class AwsS3Connector(Connector):
 
     config: AwsS3Config
 
-    @classmethod
-    def make_clients(cls, config: AwsS3Config) -> AwsClients:  # type: ignore[override]
-        return AwsClients(config)
-
     # -- check ----------------------------------------------------------------------------------
-    def check(self) -> CheckResult:
-        result = CheckResult()
-        try:
-            clients = self.ensure_clients()
-        except Exception as exc:  # check never raises
-            return result.add("AWS clients", False, f"{type(exc).__name__}: {exc}")
-        ctx = RunContext.for_check()
-        clients.bind(ctx)
+    def check_probes(self, clients: AwsClients, ctx: RunContext) -> list[tuple[str, Probe]]:
         first: dict[str, str | None] = {}
 
         def listing(a: AwsAccount) -> str:
@@ -155,13 +143,11 @@ class AwsS3Connector(Connector):
             clients.call(ctx, a, clients.client(a.key, "s3", region), "get_bucket_acl", where="check", Bucket=name)
             return f"GetBucketLocation and GetBucketAcl answered for {name}"
 
-        for name, ok, detail in check_items(clients, ctx, [
+        return [
             ("bucket listing (resources)", listing),
             ("account public access block (resources)", account_block),
             ("bucket settings (resources, grants)", bucket),
-        ]):
-            result.add(name, ok, detail)
-        return result
+        ]
 
     # -- snapshot ---------------------------------------------------------------------------------
     def snapshot(self, ctx: RunContext) -> Iterator[Record | RawPage]:

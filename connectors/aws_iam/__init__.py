@@ -55,9 +55,10 @@ from connectors._aws import (
     ADMINISTRATOR_ACCESS,
     AwsAccount,
     AwsClients,
+    AwsConnector,
     AwsSettings,
+    Probe,
     aws_time,
-    check_items,
     condition_scope,
     document,
     max_level,
@@ -77,8 +78,6 @@ from connectors.aws_iam.mapping import (
     policy_resource,
 )
 from connectors.base import (
-    CheckResult,
-    Connector,
     PermissionDenied,
     RunContext,
     SourceError,
@@ -96,7 +95,7 @@ class AwsIamConfig(AwsSettings):
     credential_report_poll_s: float = Field(2.0, ge=0, le=60, description="first wait between GenerateCredentialReport polls")
 
 
-class AwsIamConnector(Connector):
+class AwsIamConnector(AwsConnector):
     """IAM users, groups, roles, the root user, credentials and policy grants of one or more AWS accounts."""
 
     kind = "aws_iam"
@@ -117,20 +116,8 @@ class AwsIamConnector(Connector):
 
     config: AwsIamConfig
 
-    @classmethod
-    def make_clients(cls, config: AwsIamConfig) -> AwsClients:  # type: ignore[override]
-        return AwsClients(config)
-
     # -- check ----------------------------------------------------------------------------------
-    def check(self) -> CheckResult:
-        result = CheckResult()
-        try:
-            clients = self.ensure_clients()
-        except Exception as exc:  # check never raises
-            return result.add("AWS clients", False, f"{type(exc).__name__}: {exc}")
-        ctx = RunContext.for_check()
-        clients.bind(ctx)
-
+    def check_probes(self, clients: AwsClients, ctx: RunContext) -> list[tuple[str, Probe]]:
         def details(a: AwsAccount) -> str:
             iam = clients.client(a.key, "iam")
             clients.call(ctx, a, iam, "get_account_authorization_details", where="check", Filter=["Group"], MaxItems=1)
@@ -148,13 +135,11 @@ class AwsIamConnector(Connector):
             clients.call(ctx, a, iam, "get_account_password_policy", where="check", missing=("NoSuchEntity",))
             return "GetAccountSummary and GetAccountPasswordPolicy answered"
 
-        for name, ok, detail in check_items(clients, ctx, [
+        return [
             ("users, groups, roles, policies (principals, memberships, grants)", details),
             ("credential report (console, MFA, access keys)", report),
             ("account summary and password policy (resources)", account),
-        ]):
-            result.add(name, ok, detail)
-        return result
+        ]
 
     # -- snapshot ---------------------------------------------------------------------------------
     def snapshot(self, ctx: RunContext) -> Iterator[Record | RawPage]:
