@@ -490,7 +490,9 @@ def test_the_daemon_seals_scheduled_reports_that_verify_and_chain(tmp_path, smal
         "files.toml": files_connector(small_tree, extra='schedule = "every 1s"\n')})
     vault = Vault(tmp_path / "vault")
     d = daemons(config, tmp_path / "daemon.log", "--health-port", str(port))
-    _wait(lambda: len(_report_bags(vault)) >= 2, 15, "two scheduled reports", d)
+    # a report is counted, then logged, after its bag is in the vault: wait for the log lines
+    _wait(lambda: sum(e.get("event") == "report_end" for e in d.events()) >= 2, 15, "two scheduled reports", d)
+    assert len(_report_bags(vault)) >= 2
     assert d.has("report_scheduled", contains="report: scheduled (every 2s)")
     sealed = [e for e in d.events() if e.get("event") == "report_end"]
     assert sealed and all(e["message"].startswith("report sealed: ") and " finding(s) (" in e["message"] for e in sealed)
