@@ -47,7 +47,7 @@ EXCEPTIONS_FILE = "exceptions.toml"
 REGISTER_FILE = "register.toml"
 ROSTER_FILE = "roster.csv"
 ROSTER_COLUMNS = ("email", "name", "department", "manager", "status", "start", "end")
-PRINCIPAL_KINDS = ("group", "person", "contractor")
+PRINCIPAL_KINDS = ("group", "person", "contractor", "principal")
 
 _DOMAIN = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -89,7 +89,12 @@ def _principal(value: str) -> str:
     kind, sep, rest = value.strip().partition(":")
     kind = kind.lower()
     if not sep or kind not in PRINCIPAL_KINDS:
-        raise ValueError(f"'{value}' must be written group:<email>, person:<email> or contractor:<domain>")
+        raise ValueError(f"'{value}' must be written group:<email>, person:<email>, contractor:<domain> "
+                         "or principal:<id as the records write it>")
+    if kind == "principal":  # any other principal, exactly as its connector names it (uid:1001, an IAM role ARN)
+        if not rest.strip():
+            raise ValueError(f"'{value}': principal: needs the principal's id, e.g. principal:uid:1001")
+        return f"principal:{rest.strip()}"
     return f"{kind}:{_domain(rest) if kind == 'contractor' else _email(rest)}"
 
 

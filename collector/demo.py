@@ -77,6 +77,17 @@ def write_demo_config(workdir: Path, vault: Path, files_root: Path, signing_key:
         'exclude = ["*.tmp"]\n',
         encoding="utf-8",
     )
+    # the sample share's HR folder holds personal information: only its owner and group may read it
+    hr = files_root / "人事部"
+    (config_dir / "register.toml").write_text(
+        "# Written by `shoseki demo`: the personal-information register (README: \"Findings\").\n"
+        "[[entry]]\n"
+        'name = "給与明細 (ファイルサーバ) / payslips on the file server"\n'
+        f'locations = [{{ connector = "files-demo", resource_prefix = {_toml_str(hr)} }}]\n'
+        f'allowed = ["principal:uid:{hr.stat().st_uid}", "principal:gid:{hr.stat().st_gid}"]\n'
+        'responsible = "hr-manager@example.co.jp"\n',
+        encoding="utf-8",
+    )
     return main
 
 
@@ -120,8 +131,11 @@ def _start_sandbox_if_needed(workdir: Path, main_config: Path, echo: Callable[[s
     ids = {entry.id for entry in load_config(main_config).connectors}
     for name in CONTEXT_FILES:  # its contractors, register and roster: what the report judges against
         text = (env.workdir / "context" / name).read_text(encoding="utf-8")
-        if name == "register.toml" and not _names_only(text, ids):
-            continue  # it names a connector this demo does not run
+        if name == "register.toml":  # the sandbox's entries go after the sample share's
+            if _names_only(text, ids):  # (not when it names a connector this demo does not run)
+                with open(main_config.parent / name, "a", encoding="utf-8") as f:
+                    f.write("\n" + text)
+            continue
         (main_config.parent / name).write_text(text, encoding="utf-8")
     return env
 

@@ -417,6 +417,8 @@ def allowed(entry: Any, principal_id: str, principal_domain: str | None, world: 
             return True
         if kind == "person" and email == value:
             return True
+        if kind == "principal" and principal_id == value:
+            return True
         if kind == "contractor":
             c = world.context.contractor_for_domain(value)
             domain = principal_domain or (email.rsplit("@", 1)[1] if email else None)

@@ -225,3 +225,15 @@ def test_an_exception_must_name_a_rule(tmp_path):
     assert "exceptions.toml:2: exception[0].rule: 'anyone_link' matches no rule (rules: public_share," in problem
     _write(tmp_path, **{"exceptions.toml": EXCEPTIONS.replace('rule = "public_share"', 'rule = "guest_*"')})
     assert len(load_context(tmp_path).exceptions) == 2
+
+
+def test_register_may_allow_any_principal_by_its_record_id(tmp_path):
+    entry = ('[[entry]]\nname = "payslips"\nlocations = [{ connector = "files-main", resource_prefix = "/srv/hr" }]\n'
+             'allowed = ["principal:uid:1001", "principal: arn:aws:iam::111122223333:role/Payroll", "principal:"]\n'
+             'responsible = "a@example.co.jp"\n')
+    _write(tmp_path, register_toml=entry)
+    (problem,) = _problems(tmp_path)
+    assert "register.toml:4: entry[0].allowed[2]: 'principal:': principal: needs the principal's id" in problem
+    _write(tmp_path, register_toml=entry.replace(', "principal:"]', "]"))
+    (loaded,) = load_context(tmp_path).register
+    assert loaded.allowed == ("principal:uid:1001", "principal:arn:aws:iam::111122223333:role/Payroll")

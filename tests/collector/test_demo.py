@@ -35,6 +35,9 @@ def test_demo_leaves_a_vault_that_verifies_everywhere(demo_run):
     assert len(all_bags) == 2 * len(collected) + len(reports) and len(reports) == 2  # a report after each run
     assert re.search(r"^  findings: \d+ \(critical \d+", first.stdout, re.M)
     assert "changes since the previous report" in second.stdout
+    # the sample share's salary folder is in the demo's register; every local account reaching it is drift
+    findings = (reports[-1] / "data" / "findings.csv").read_text(encoding="utf-8-sig")
+    assert re.search(r"^F-\w+,high,[^,]*,register_drift,[^,]*,files-demo,files-demo:[^,]*人事部,[^,]*,anyone-local,", findings, re.M)
     bags = [b for b in all_bags if "_files-demo_" in b.name]
     assert len(bags) == 2
     for bag in all_bags:

@@ -173,6 +173,10 @@ def test_register_allows_groups_nested_groups_people_and_live_contractors():
     assert not R.allowed(entry, "user:x@vendor.example.org", None, w)    # the contract ended
     assert not R.allowed(entry, "anyone", None, w)
     assert not R.allowed(entry, "user:q@example.co.jp", None, w)
+    local = RegisterEntry(name="payslips", locations=(Location(connector="files-1", resource_prefix="/srv/hr"),),
+                          allowed=("principal:uid:1001", "principal:gid:2000"), responsible="boss@example.co.jp")
+    assert R.allowed(local, "uid:1001", None, w) and R.allowed(local, "gid:2000", None, w)
+    assert not R.allowed(local, "uid:1002", None, w) and not R.allowed(local, "anyone-local", None, w)
     assert R.location_matches(entry.locations[0], {"id": "df1", "attributes": {"drive_id": "0AD1"}})
     assert not R.location_matches(entry.locations[0], {"id": "df2", "attributes": {"drive_id": "0AD2"}})
 
