@@ -711,6 +711,22 @@ class AwsConnector(Connector):
     def check_probes(self, clients: AwsClients, ctx: RunContext) -> list[tuple[str, Probe]]:
         """``(what it checks, probe)``: one cheap read per stream, run for each account."""
 
+    def each_account(self, ctx: RunContext, clients: AwsClients,
+                     read: Callable[[AwsAccount, frozenset[str]], Iterator[Any]]) -> Iterator[Any]:
+        """``read(account, internal)`` for every account in turn; ``internal`` holds the ids of the
+        organisation's own accounts known so far. With several accounts (``assume_roles``), one
+        that is refused is an error of the run (it seals partial, naming the account), not its end."""
+        internal = clients.internal(r.account_id for r in self.config.assume_roles)
+        several = len(self.config.assume_roles) > 1
+        for account in clients.accounts(ctx):
+            internal = internal | {account.account_id}
+            try:
+                yield from read(account, internal)
+            except (PermissionDenied, SourceError) as exc:
+                if not several:
+                    raise
+                ctx.error(f"account {account.account_id}", f"{exc} (the rest of this account is missing from the run)")
+
 
 def check_items(clients: AwsClients, ctx: RunContext, probes: list[tuple[str, Probe]]) -> list[tuple[str, bool, str]]:
     """Run ``check`` probes per account: ``[(name, ok, detail)]``; never raises."""

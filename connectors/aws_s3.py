@@ -153,21 +153,12 @@ class AwsS3Connector(AwsConnector):
     def snapshot(self, ctx: RunContext) -> Iterator[Record | RawPage]:
         clients: AwsClients = self.ensure_clients()
         clients.bind(ctx)
-        cfg = self.config
-        internal = clients.internal(r.account_id for r in cfg.assume_roles)
-        several = len(cfg.assume_roles) > 1
         seen: set[str] = set()
         stats = {"buckets": 0, "regions_from_listing": 0, "regions_from_get_bucket_location": 0}
         try:
-            with ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="shoseki-s3") as pool:
-                for account in clients.accounts(ctx):
-                    internal = internal | {account.account_id}
-                    try:
-                        yield from self._account(ctx, clients, pool, account, internal, seen, stats)
-                    except (PermissionDenied, SourceError) as exc:
-                        if not several:
-                            raise
-                        ctx.error(f"account {account.account_id}", f"{exc} (the rest of this account is missing from the run)")
+            with ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="shoseki-s3") as pool:
+                yield from self.each_account(ctx, clients, lambda account, internal: self._account(
+                    ctx, clients, pool, account, internal, seen, stats))
         finally:
             ctx.note("s3", stats)
             clients.note_requests(ctx)

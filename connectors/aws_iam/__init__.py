@@ -145,20 +145,10 @@ class AwsIamConnector(AwsConnector):
     def snapshot(self, ctx: RunContext) -> Iterator[Record | RawPage]:
         clients: AwsClients = self.ensure_clients()
         clients.bind(ctx)
-        cfg = self.config
-        internal = clients.internal(r.account_id for r in cfg.assume_roles)
-        several = len(cfg.assume_roles) > 1
         reports: dict[str, Any] = {}
         try:
-            for account in clients.accounts(ctx):
-                internal = internal | {account.account_id}
-                state = State(account, internal, ctx.organization)
-                try:
-                    yield from self._account(ctx, clients, state, reports)
-                except (PermissionDenied, SourceError) as exc:
-                    if not several:
-                        raise
-                    ctx.error(f"account {account.account_id}", f"{exc} (the rest of this account is missing from the run)")
+            yield from self.each_account(ctx, clients, lambda account, internal: self._account(
+                ctx, clients, State(account, internal, ctx.organization), reports))
         finally:
             if reports:
                 ctx.note("credential_report", reports)
