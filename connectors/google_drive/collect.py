@@ -250,6 +250,14 @@ class Snapshot:
         out.extend(m.grant(drive.id, p, self.org, extra={"permission_type": "member"}) for p in drive.members)
         return out
 
+    def scan_task(self, item: tuple[str, Any], emit: Callable[[list[Record]], None]) -> None:
+        """One pool task: ``("drive", Drive)`` scans a shared drive, ``("user", email)`` a My Drive."""
+        kind, what = item
+        if kind == "drive":
+            self.shared_drive_task(what, emit)
+        else:
+            self.my_drive_task(what, emit)
+
     def my_drive_task(self, user: str, emit: Callable[[list[Record]], None]) -> None:
         """List one user's My Drive (token first, so nothing changed during the listing is missed)."""
         try:
@@ -317,15 +325,8 @@ class Snapshot:
         for drive in plan.drives.values():
             yield from self.drive_records(drive)
 
-        def task(item: tuple[str, Any], emit: Callable[[list[Record]], None]) -> None:
-            kind, what = item
-            if kind == "drive":
-                self.shared_drive_task(what, emit)
-            else:
-                self.my_drive_task(what, emit)
-
         tasks = [("drive", d) for d in plan.drives.values()] + [("user", u) for u in plan.users]
-        yield from run_pool(iter(tasks), task, workers=self.config.workers)
+        yield from run_pool(iter(tasks), self.scan_task, workers=self.config.workers)
 
     def cursor(self, plan: Plan) -> dict[str, Any]:
         out = {"v": CURSOR_VERSION, "baseline_utc": self.baseline, "config": self.config_digest(),
@@ -507,16 +508,9 @@ class Snapshot:
             for n in range(0, len(files), self.config.batch_size):
                 yield from self.with_own_permissions(drive, files[n:n + self.config.batch_size])
 
-        def task(item: tuple[str, Any], emit: Callable[[list[Record]], None]) -> None:
-            kind, what = item
-            if kind == "drive":
-                self.shared_drive_task(what, emit)
-            else:
-                self.my_drive_task(what, emit)
-
         tasks2 = [("drive", d) for d in new_drives] + [("user", u) for u in new_users]
         ctx.note("listed_in_full", {"users": len(new_users), "shared_drives": len(new_drives)})
-        yield from run_pool(iter(tasks2), task, workers=self.config.workers)
+        yield from run_pool(iter(tasks2), self.scan_task, workers=self.config.workers)
         # a feed that could not be read leaves its owner's records as they were: say so, and
         # drop its token so the next run lists it in full
         for u in failed_users:
