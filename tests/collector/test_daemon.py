@@ -181,18 +181,21 @@ def test_max_concurrent_bounds_collections_across_connectors(tmp_path, fake_regi
 
 def test_scheduled_runs_never_overlap_and_status_health_metrics_report_them(tmp_path, small_tree, daemons):
     port = _free_port()
-    config = write_config(tmp_path, main_extra=DAEMON, connectors={
+    config = write_config(tmp_path, main_extra=DAEMON + "max_concurrent = 3\n", connectors={
         # each run takes ~1.5 s and a start is due every second: starts must be skipped, never doubled
         "fake.toml": fake_connector("fake-1", behaviour="slow", records=30) + 'schedule = "every 1s"\n',
         "files.toml": files_connector(small_tree, extra='schedule = "every 2s"\n'),
+        # one long collection (~200 s, overdue at start) that is certainly still running when the
+        # manual collection below starts, however slowly the machine starts a Python process
+        "long.toml": fake_connector("fake-long", behaviour="slow", records=4000) + f'schedule = "{NEVER}"\n',
     })
     vault = Vault(tmp_path / "vault")
     d = daemons(config, tmp_path / "daemon.log", "--health-port", str(port))
     _wait(lambda: len(_runs(vault, "fake-1", "complete")) >= 1, 20, "a first run", d)
     # a manual collection while the daemon works: the connector lock keeps it to one at a time
     _wait(lambda: (read_status_file(vault) or {}).get("overall") and any(
-        c["id"] == "fake-1" and c["running"] for c in read_status_file(vault)["connectors"]), 10, "fake-1 running", d)
-    manual = _shoseki(config, "collect", "--no-progress", "fake-1")
+        c["id"] == "fake-long" and c["running"] for c in read_status_file(vault)["connectors"]), 10, "fake-long running", d)
+    manual = _shoseki(config, "collect", "--no-progress", "fake-long")
     assert manual.returncode == 1 and "already running" in manual.stderr, manual.stderr
     _wait(lambda: len(_runs(vault, "fake-1", "complete")) >= 3 and len(_runs(vault, "files-main", "complete")) >= 2, 25, "more runs", d)
     _intervals_do_not_overlap(_runs(vault, "fake-1"))
@@ -202,7 +205,7 @@ def test_scheduled_runs_never_overlap_and_status_health_metrics_report_them(tmp_
     status, ctype, body = _get(f"http://127.0.0.1:{port}/healthz")
     health = json.loads(body)
     assert status == 200 and ctype == "application/json"
-    assert health["daemon"]["state"] == "running" and set(health["connectors"]) == {"fake-1", "files-main"}
+    assert health["daemon"]["state"] == "running" and set(health["connectors"]) == {"fake-1", "files-main", "fake-long"}
     status, ctype, text = _get(f"http://127.0.0.1:{port}/metrics")
     assert ctype.startswith("text/plain; version=0.0.4")
     families = parse_prometheus(text)
@@ -214,8 +217,10 @@ def test_scheduled_runs_never_overlap_and_status_health_metrics_report_them(tmp_
     assert read_status_file(vault)["daemon"]["health"] == f"http://127.0.0.1:{port}"
 
     result = _shoseki(config, "status")
-    assert result.returncode == 0, result.stdout + result.stderr
+    # fake-long has no complete bundle yet, so the overall state asks for attention, and says why
+    assert result.returncode == 1, result.stdout + result.stderr
     assert "daemon: running" in result.stdout and "fake-1" in result.stdout
+    assert "NEVER RUN (running:" in result.stdout and "overall: attention (exit 1)" in result.stdout
 
     rc, took = d.stop()
     assert rc == 0 and took < 10, d.text()
