@@ -302,12 +302,25 @@ def test_a_killed_writer_process_fails_the_bag(tmp_path: Path) -> None:
         writer.seal(status="complete", reasons=[], finished=STARTED, run_info=RUN_INFO)
 
 
+def _ignores_sigint(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    return False
+
+
 def test_the_writer_process_ignores_ctrl_c_and_ends_with_the_bag(tmp_path: Path) -> None:
     vault = Vault(tmp_path / "vault").ensure()
     writer = BundleWriter(vault, run_id="r00000008", connector_id="check", connector_type="x", started=STARTED,
                           tz=TOKYO, organization="o", previous=None)
     proc = writer._sink._proc
-    time.sleep(0.5)  # let it start and set its signal handling
+    # a terminal's Ctrl-C goes to the foreground process group: the writer has a session of its own
+    assert os.getsid(proc.pid) == proc.pid and os.getpgid(proc.pid) != os.getpgid(0)
+    # and it ignores SIGINT even when sent to it directly, once Python has started it (SigIgn, bit 2)
+    deadline = time.monotonic() + 30
+    while not _ignores_sigint(proc.pid):
+        assert time.monotonic() < deadline and proc.poll() is None, "the writer never set SIGINT to be ignored"
+        time.sleep(0.02)
     os.kill(proc.pid, signal.SIGINT)
     records = rand_records(8, 2000)
     for r in records:
