@@ -85,6 +85,20 @@ def _domain(value: str) -> str:
     return value
 
 
+def _aws_account_id(value: str) -> str:
+    value = value.strip()
+    if not re.fullmatch(r"[0-9]{12}", value):
+        raise ValueError(f"'{value}' is not an AWS account id (12 digits, as a string: \"444455556666\")")
+    return value
+
+
+def _canonical_id(value: str) -> str:
+    value = value.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError(f"'{value}' is not an S3 canonical user id (64 hexadecimal characters)")
+    return value
+
+
 def _principal(value: str) -> str:
     kind, sep, rest = value.strip().partition(":")
     kind = kind.lower()
@@ -103,7 +117,8 @@ Email = Annotated[str, AfterValidator(_email)]
 Domain = Annotated[str, AfterValidator(_domain)]
 Principal = Annotated[str, AfterValidator(_principal)]
 Text = Annotated[str, Field(min_length=1)]
-AwsAccountId = Annotated[str, Field(pattern=r"^[0-9]{12}$")]
+AwsAccountId = Annotated[str, AfterValidator(_aws_account_id)]
+AwsCanonicalId = Annotated[str, AfterValidator(_canonical_id)]
 
 
 class _Model(BaseModel):
@@ -122,6 +137,7 @@ class Contractor(_Model):
     contract_end: IsoDate
     responsible: Email
     aws_accounts: tuple[AwsAccountId, ...] = ()   # AWS accounts of the contractor (cross-account trust, bucket grants)
+    aws_canonical_ids: tuple[AwsCanonicalId, ...] = ()   # their S3 canonical user ids (grants in bucket ACLs)
 
     def covers(self, domain: str) -> bool:
         domain = domain.strip().lower().rstrip(".")
@@ -245,6 +261,10 @@ class Context:
     def contractor_for_aws_account(self, account_id: str) -> Contractor | None:
         return next((c for c in self.contractors if account_id in c.aws_accounts), None)
 
+    def contractor_for_canonical_id(self, canonical_id: str) -> Contractor | None:
+        canonical_id = canonical_id.lower()
+        return next((c for c in self.contractors if canonical_id in c.aws_canonical_ids), None)
+
     def person_by_email(self, email: str) -> Person | None:
         return self._by_email.get(email.strip().lower())
 
@@ -279,16 +299,18 @@ def load_context(config_dir: Path, *, connector_ids: set[str] | None = None) -> 
     register_found = tables(REGISTER_FILE, "entry", RegisterEntry)
 
     contractors_file = config_dir / CONTRACTORS_FILE
-    seen_domains: dict[str, str] = {}
-    for i, c in contractors_found:
-        for j, d in enumerate(c.domains):
-            if d in seen_domains:
-                problems.append(ConfigProblem(
-                    contractors_file, f"contractor[{i}].domains[{j}]", f"domain '{d}' is already listed for {seen_domains[d]}",
-                    _find_line(texts[CONTRACTORS_FILE], (i, "domains"), array_table="contractor"),
-                ))
-            else:
-                seen_domains[d] = f"contractor[{i}] ({c.name})"
+    # a domain, account or canonical id names one contractor: listed twice, a grant's contractor is ambiguous
+    for key, what in (("domains", "domain"), ("aws_accounts", "AWS account"), ("aws_canonical_ids", "canonical id")):
+        seen: dict[str, str] = {}
+        for i, c in contractors_found:
+            for j, value in enumerate(getattr(c, key)):
+                if value in seen:
+                    problems.append(ConfigProblem(
+                        contractors_file, f"contractor[{i}].{key}[{j}]", f"{what} '{value}' is already listed for {seen[value]}",
+                        _find_line(texts[CONTRACTORS_FILE], (i, key), array_table="contractor"),
+                    ))
+                else:
+                    seen[value] = f"contractor[{i}] ({c.name})"
 
     from evidence.findings.model import RULES  # the rule ids an exception may name
 
@@ -302,6 +324,7 @@ def load_context(config_dir: Path, *, connector_ids: set[str] | None = None) -> 
 
     register_file = config_dir / REGISTER_FILE
     have_contractors = contractors_file.is_file()
+    contractor_domains = {d for _, c in contractors_found for d in c.domains}
     for i, entry in register_found:
         text = texts[REGISTER_FILE]
         if connector_ids is not None:
@@ -316,7 +339,7 @@ def load_context(config_dir: Path, *, connector_ids: set[str] | None = None) -> 
         if have_contractors:
             for j, principal in enumerate(entry.allowed):
                 kind, _, domain = principal.partition(":")
-                if kind == "contractor" and domain not in seen_domains:
+                if kind == "contractor" and domain not in contractor_domains:
                     problems.append(ConfigProblem(
                         register_file, f"entry[{i}].allowed[{j}]", f"'{domain}' is not a domain of any contractor in {CONTRACTORS_FILE}",
                         _find_line(text, (i, "allowed"), array_table="entry"),

@@ -223,19 +223,21 @@ class _Expect:
             account = principal.split(":")[4] if principal.startswith("arn:aws:iam::") else None
             if role.kind == "partner":
                 partner = next(p for p in self.org.partners if p.aws_account_id == account)
-                if partner.contract_end < self.as_of.date():
-                    yield "contractor_after_end", plan.role_arn(role.name), f"aws-account:{account}"
-                else:
-                    yield "share_without_expiry", plan.role_arn(role.name), f"aws-account:{account}"
+                yield self._contracted(partner), plan.role_arn(role.name), f"aws-account:{account}"
             elif role.kind == "unknown":
                 yield "unapproved_domain", plan.role_arn(role.name), f"aws-account:{account}"
 
     def s3(self, account_id: str | None) -> Iterator[tuple[str, str | None, str | None]]:
-        from sandbox.aws.plan import aws_plan
+        from sandbox.aws.plan import aws_plan, canonical_id
 
         plan = aws_plan(self.org, **({"account_id": account_id} if account_id else {}))
         for b in plan.buckets:
             if b.kind in ("public_policy", "public_acl"):
                 yield "public_share", b.arn, "anyone"
-            if b.grant_read_to:
-                yield "unapproved_domain", b.arn, f"aws-canonical:{b.grant_read_to}"
+            if b.grant_read_to:  # an approved partner's canonical id, listed in contractors.toml: judged by its contract
+                partner = next(p for p in self.org.partners if p.aws_account_id and canonical_id(p.aws_account_id) == b.grant_read_to)
+                yield self._contracted(partner), b.arn, f"aws-canonical:{b.grant_read_to}"
+
+    def _contracted(self, partner) -> str:
+        """The finding on a grant, without expiry, to an approved partner."""
+        return "contractor_after_end" if partner.contract_end < self.as_of.date() else "share_without_expiry"

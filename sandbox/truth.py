@@ -125,6 +125,8 @@ def truth(org: Org) -> dict[str, Any]:
 
 
 def contractors_toml(org: Org) -> str:
+    from sandbox.aws.plan import canonical_id  # the partner's S3 canonical id, as the sandbox's bucket ACL names it
+
     out = ["# Approved contractors (委託先). Written by the shoseki sandbox.\n"]
     for p in org.partners:
         if not p.approved:
@@ -136,6 +138,7 @@ def contractors_toml(org: Org) -> str:
             f'purpose = "{p.purpose}"\n'
             f"contract_end = {p.contract_end.isoformat()}\n"
             + (f'aws_accounts = ["{p.aws_account_id}"]\n' if p.aws_account_id else "")
+            + (f'aws_canonical_ids = ["{canonical_id(p.aws_account_id)}"]\n' if p.aws_account_id else "")
             + f'responsible = "{org.person(0).email}"\n\n'
         )
     return "".join(out)

@@ -182,7 +182,9 @@ def audience(grant: Mapping[str, Any], world: World) -> Audience:
     if pid == "anyone":
         return Audience("anyone" if grant.get("link_scope") == "anyone" else "unknown")
     if pid and pid.startswith("aws-canonical:"):  # an S3 canonical user other than the bucket's own account
-        return Audience("internal" if grant.get("external") is False else "unapproved")
+        if grant.get("external") is False:
+            return Audience("internal")
+        return _contracted(world.context.contractor_for_canonical_id(pid.removeprefix("aws-canonical:")), world)
     account = aws_account_of(pid)
     if account is not None:
         if grant.get("external") is False:

@@ -237,3 +237,30 @@ def test_register_may_allow_any_principal_by_its_record_id(tmp_path):
     _write(tmp_path, register_toml=entry.replace(', "principal:"]', "]"))
     (loaded,) = load_context(tmp_path).register
     assert loaded.allowed == ("principal:uid:1001", "principal:arn:aws:iam::111122223333:role/Payroll")
+
+
+def test_a_contractor_may_list_its_aws_accounts_and_s3_canonical_ids(tmp_path):
+    canonical = "AB" * 32
+    aws = CONTRACTOR + f'aws_accounts = ["444455556666"]\naws_canonical_ids = [" {canonical} "]\n'
+    _write(tmp_path, contractors_toml=aws)
+    ctx = load_context(tmp_path)
+    assert ctx.contractor_for_aws_account("444455556666").name == "Vendor"
+    assert ctx.contractor_for_canonical_id(canonical).aws_canonical_ids == (canonical.lower(),)
+    assert ctx.contractor_for_canonical_id("cd" * 32) is None and ctx.contractor_for_aws_account("999988887777") is None
+
+    bad = CONTRACTOR + 'aws_accounts = ["4444-5555-6666"]\naws_canonical_ids = ["ab12"]\n'
+    _write(tmp_path, contractors_toml=bad)
+    f = tmp_path / "contractors.toml"
+    problems = _problems(tmp_path)
+    for want in (f"{f}:7: contractor[0].aws_accounts[0]: '4444-5555-6666' is not an AWS account id (12 digits",
+                 f"{f}:8: contractor[0].aws_canonical_ids[0]: 'ab12' is not an S3 canonical user id (64 hexadecimal"):
+        assert any(p.startswith(want) for p in problems), (want, problems)
+
+    # one account or canonical id names one contractor: listed twice, a grant's contractor would be ambiguous
+    again = aws.replace('"Vendor"', '"Again"').replace('["vendor.example.org"]', '["again.example.org"]')
+    _write(tmp_path, contractors_toml=aws + "\n" + again)
+    assert _problems(tmp_path) == [
+        f"{f}:16: contractor[1].aws_accounts[0]: AWS account '444455556666' is already listed for contractor[0] (Vendor)",
+        f"{f}:17: contractor[1].aws_canonical_ids[0]: canonical id '{canonical.lower()}' is already listed for "
+        "contractor[0] (Vendor)",
+    ]

@@ -24,11 +24,11 @@ DIR = JudgedBundle("dir-1", "google_directory", 93600, bag="2026/2026-11/g", dig
 BPO = Contractor(name="BPO", domains=("bpo.example.net",), purpose="payroll", contract_end=date(2027, 3, 31),
                  responsible="boss@example.co.jp")
 VENDOR = Contractor(name="Vendor", domains=("vendor.example.org",), purpose="dev", contract_end=date(2026, 9, 30),
-                    responsible="boss@example.co.jp", aws_accounts=("444455556666",))
+                    responsible="boss@example.co.jp", aws_accounts=("444455556666",), aws_canonical_ids=("cd" * 32,))
 
 
 def world(**context) -> R.World:
-    ctx = Context(contractors=(BPO, VENDOR), **context)
+    ctx = Context(**{"contractors": (BPO, VENDOR), **context})
     return R.World(as_of=AS_OF, settings=Settings(), context=ctx, domains=("example.co.jp",))
 
 
@@ -69,7 +69,12 @@ def test_aws_principals_are_judged_by_account():
     assert rules_of(own, source=IAM) == []
     assert rules_of(grant("aws-account:444455556666", kind="domain", external=True), source=IAM) == [("contractor_after_end", "high")]
     assert rules_of(grant("aws-account:999988887777", kind="domain", external=True), source=IAM) == [("unapproved_domain", "high")]
-    assert rules_of(grant("aws-canonical:" + "ab" * 32, kind="domain", external=None)) == [("unapproved_domain", "high")]
+    assert rules_of(grant("aws-canonical:" + "ab" * 32, kind="domain", external=True)) == [("unapproved_domain", "high")]
+    # a canonical id the contractor listed is that contractor: judged by its contract, like its account
+    assert rules_of(grant("aws-canonical:" + "cd" * 32, kind="domain", external=True)) == [("contractor_after_end", "high")]
+    current = world(contractors=(VENDOR.model_copy(update={"contract_end": date(2027, 3, 31)}),))
+    assert rules_of(grant("aws-canonical:" + "cd" * 32, kind="domain", external=True), current) == [
+        ("share_without_expiry", "medium")]
     assert rules_of(grant("aws-service:ec2.amazonaws.com", kind="service_account", external=None), source=IAM) == []
 
 
