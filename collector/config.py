@@ -364,7 +364,7 @@ def default_config_path() -> Path:
 # -- locating a key in the file, for line numbers ---------------------------------------------
 
 
-def _find_line(text: str, keypath: tuple[Any, ...], *, array_table: str | None = None) -> int | None:
+def find_line(text: str, keypath: tuple[Any, ...], *, array_table: str | None = None) -> int | None:
     """Best effort: the line of ``keypath`` in ``text`` (1-based), else of its nearest parent."""
     lines = text.splitlines()
     start, end = 0, len(lines)
@@ -401,7 +401,7 @@ def _format_loc(prefix: str, loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _pydantic_problems(
+def pydantic_problems(
     exc: ValidationError, file: Path, text: str, prefix: str, prefix_loc: tuple[Any, ...], array_table: str = "connector"
 ) -> list[ConfigProblem]:
     """Problems of one validation, located in ``text``; ``prefix_loc`` indexes the ``[[array_table]]``."""
@@ -414,7 +414,7 @@ def _pydantic_problems(
         elif err["type"] == "missing":
             msg = "required key is missing"
         msg = msg.removeprefix("Value error, ")
-        line = _find_line(text, prefix_loc + loc, array_table=array_table if prefix_loc else None)
+        line = find_line(text, prefix_loc + loc, array_table=array_table if prefix_loc else None)
         problems.append(ConfigProblem(file, _format_loc(prefix, loc), msg, line))
     return problems
 
@@ -432,7 +432,7 @@ def _secret_keys(table: Any, loc: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]
     return found
 
 
-def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
+def read_toml(path: Path) -> tuple[dict[str, Any], str]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -454,22 +454,22 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
 def load_config(path: Path | str | None = None) -> LoadedConfig:
     """Load and validate everything; raise :class:`ConfigError` listing every problem found."""
     path = Path(path) if path is not None else default_config_path()
-    data, text = _read_toml(path)
+    data, text = read_toml(path)
     config_dir = path.resolve().parent
     problems: list[ConfigProblem] = []
     if "connector" in data:
         problems.append(
-            ConfigProblem(path, "connector", "connectors go in files under connectors/ beside this file", _find_line(text, ("connector",)))
+            ConfigProblem(path, "connector", "connectors go in files under connectors/ beside this file", find_line(text, ("connector",)))
         )
         data = {k: v for k, v in data.items() if k != "connector"}
     main: MainConfig | None = None
     try:
         main = MainConfig.model_validate(data, context={"config_dir": config_dir})
     except ValidationError as exc:
-        problems += _pydantic_problems(exc, path, text, "", ())
+        problems += pydantic_problems(exc, path, text, "", ())
     if main is not None and main.vault.signing_key is not None and not main.vault.signing_key.is_file():
         problems.append(
-            ConfigProblem(path, "vault.signing_key", f"file not found: {main.vault.signing_key}", _find_line(text, ("vault", "signing_key")))
+            ConfigProblem(path, "vault.signing_key", f"file not found: {main.vault.signing_key}", find_line(text, ("vault", "signing_key")))
         )
 
     entries: list[ConnectorEntry] = []
@@ -478,7 +478,7 @@ def load_config(path: Path | str | None = None) -> LoadedConfig:
     files = sorted(connectors_dir.glob("*.toml")) if connectors_dir.is_dir() else []
     for file in files:
         try:
-            cdata, ctext = _read_toml(file)
+            cdata, ctext = read_toml(file)
         except ConfigError as exc:
             problems += exc.problems
             continue
@@ -487,7 +487,7 @@ def load_config(path: Path | str | None = None) -> LoadedConfig:
         for e in file_entries:
             if e.id in seen:
                 problems.append(
-                    ConfigProblem(file, f"connector[{e.index}].id", f"id '{e.id}' is already used in {seen[e.id]}", _find_line(ctext, (e.index, "id"), array_table="connector"))
+                    ConfigProblem(file, f"connector[{e.index}].id", f"id '{e.id}' is already used in {seen[e.id]}", find_line(ctext, (e.index, "id"), array_table="connector"))
                 )
             else:
                 seen[e.id] = file
@@ -505,15 +505,15 @@ def _load_connector_file(
     entries: list[ConnectorEntry] = []
     extra = [k for k in data if k != "connector"]
     for k in extra:
-        problems.append(ConfigProblem(file, k, "unknown key (a connector file holds [[connector]] tables)", _find_line(text, (k,))))
+        problems.append(ConfigProblem(file, k, "unknown key (a connector file holds [[connector]] tables)", find_line(text, (k,))))
     tables = data.get("connector", [])
     if not isinstance(tables, list):
-        return entries, problems + [ConfigProblem(file, "connector", "write connectors as [[connector]] tables", _find_line(text, ("connector",)))]
+        return entries, problems + [ConfigProblem(file, "connector", "write connectors as [[connector]] tables", find_line(text, ("connector",)))]
     tz = main.organization.timezone if main else "UTC"
     for i, table in enumerate(tables):
         def problem(key: str | tuple[Any, ...], message: str) -> ConfigProblem:
             keys = (key,) if isinstance(key, str) else key
-            return ConfigProblem(file, _format_loc(f"connector[{i}]", keys), message, _find_line(text, (i, *keys), array_table="connector"))
+            return ConfigProblem(file, _format_loc(f"connector[{i}]", keys), message, find_line(text, (i, *keys), array_table="connector"))
 
         before = len(problems)
         secret_locs = _secret_keys(table)
@@ -560,7 +560,7 @@ def _load_connector_file(
             except ValidationError as exc:
                 already = {_format_loc(f"connector[{i}]", loc) for loc in secret_locs}
                 problems += [
-                    p for p in _pydantic_problems(exc, file, text, f"connector[{i}]", (i,)) if p.keypath not in already
+                    p for p in pydantic_problems(exc, file, text, f"connector[{i}]", (i,)) if p.keypath not in already
                 ]
         if len(problems) == before and cfg is not None:
             entries.append(

@@ -40,7 +40,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from collector.config import ConfigError, ConfigProblem, _find_line, _pydantic_problems, _read_toml
+from collector.config import ConfigError, ConfigProblem, find_line, pydantic_problems, read_toml
 
 CONTRACTORS_FILE = "contractors.toml"
 EXCEPTIONS_FILE = "exceptions.toml"
@@ -286,7 +286,7 @@ def load_context(config_dir: Path, *, connector_ids: set[str] | None = None) -> 
             return []
         files.append(path)
         try:
-            data, text = _read_toml(path)
+            data, text = read_toml(path)
         except ConfigError as exc:
             problems.extend(exc.problems)
             return []
@@ -307,7 +307,7 @@ def load_context(config_dir: Path, *, connector_ids: set[str] | None = None) -> 
                 if value in seen:
                     problems.append(ConfigProblem(
                         contractors_file, f"contractor[{i}].{key}[{j}]", f"{what} '{value}' is already listed for {seen[value]}",
-                        _find_line(texts[CONTRACTORS_FILE], (i, key), array_table="contractor"),
+                        find_line(texts[CONTRACTORS_FILE], (i, key), array_table="contractor"),
                     ))
                 else:
                     seen[value] = f"contractor[{i}] ({c.name})"
@@ -319,7 +319,7 @@ def load_context(config_dir: Path, *, connector_ids: set[str] | None = None) -> 
             problems.append(ConfigProblem(
                 config_dir / EXCEPTIONS_FILE, f"exception[{i}].rule",
                 f"'{e.rule}' matches no rule (rules: {', '.join(RULES)})",
-                _find_line(texts[EXCEPTIONS_FILE], (i, "rule"), array_table="exception"),
+                find_line(texts[EXCEPTIONS_FILE], (i, "rule"), array_table="exception"),
             ))
 
     register_file = config_dir / REGISTER_FILE
@@ -334,7 +334,7 @@ def load_context(config_dir: Path, *, connector_ids: set[str] | None = None) -> 
                     problems.append(ConfigProblem(
                         register_file, f"entry[{i}].locations[{j}].connector",
                         f"no connector with id '{loc.connector}' (configured: {known})",
-                        _find_line(text, (i, "locations"), array_table="entry"),
+                        find_line(text, (i, "locations"), array_table="entry"),
                     ))
         if have_contractors:
             for j, principal in enumerate(entry.allowed):
@@ -342,7 +342,7 @@ def load_context(config_dir: Path, *, connector_ids: set[str] | None = None) -> 
                 if kind == "contractor" and domain not in contractor_domains:
                     problems.append(ConfigProblem(
                         register_file, f"entry[{i}].allowed[{j}]", f"'{domain}' is not a domain of any contractor in {CONTRACTORS_FILE}",
-                        _find_line(text, (i, "allowed"), array_table="entry"),
+                        find_line(text, (i, "allowed"), array_table="entry"),
                     ))
 
     roster: list[Person] = []
@@ -368,10 +368,10 @@ def _load_tables(
     """Validate each ``[[table]]``; return the indexes and models of the valid ones."""
     for key in data:
         if key != table:
-            problems.append(ConfigProblem(path, key, f"unknown key (this file holds [[{table}]] tables)", _find_line(text, (key,))))
+            problems.append(ConfigProblem(path, key, f"unknown key (this file holds [[{table}]] tables)", find_line(text, (key,))))
     items = data.get(table, [])
     if not isinstance(items, list) or not all(isinstance(t, dict) for t in items):
-        problems.append(ConfigProblem(path, table, f"write each one as a [[{table}]] table", _find_line(text, (table,))))
+        problems.append(ConfigProblem(path, table, f"write each one as a [[{table}]] table", find_line(text, (table,))))
         return [], []
     indexes, models = [], []
     for i, item in enumerate(items):
@@ -379,7 +379,7 @@ def _load_tables(
             models.append(model.model_validate(item))
             indexes.append(i)
         except ValidationError as exc:
-            problems.extend(_pydantic_problems(exc, path, text, f"{table}[{i}]", (i,), array_table=table))
+            problems.extend(pydantic_problems(exc, path, text, f"{table}[{i}]", (i,), array_table=table))
     return indexes, models
 
 

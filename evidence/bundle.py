@@ -398,7 +398,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_text(path: Path, text: str, *, bom: bool) -> None:
+def write_text_file(path: Path, text: str, *, bom: bool) -> None:
     data = (("\ufeff" if bom else "") + text).encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     with os.fdopen(fd, "wb") as f:
@@ -598,7 +598,7 @@ class BundleWriter:
             "changes_since_previous": changes,
             **run_info,
         }
-        _write_text(self.data / "run.json", json.dumps(run, ensure_ascii=False, indent=2, sort_keys=True) + "\n", bom=False)
+        write_text_file(self.data / "run.json", json.dumps(run, ensure_ascii=False, indent=2, sort_keys=True) + "\n", bom=False)
         name = bag_name(started_local, self.connector_id, self.run_id)
         rel_target = f"{started_local.strftime('%Y')}/{started_local.strftime('%Y-%m')}/{name}"
         public_key_rel = os.path.relpath(self.vault.public_key, self.vault.root / rel_target)
@@ -612,8 +612,8 @@ class BundleWriter:
         # imported here, so that the writer process (which imports this module) does without jinja2
         from evidence.render import render_readme, render_summary
 
-        _write_text(self.data / "README.txt", render_readme(context), bom=True)
-        _write_text(self.data / "summary.html", render_summary(context), bom=False)
+        write_text_file(self.data / "README.txt", render_readme(context), bom=True)
+        write_text_file(self.data / "summary.html", render_summary(context), bom=False)
 
         self.sealed = seal_bag(
             self.vault, self.dir, rel_target, run_id=self.run_id, connector_id=self.connector_id,
@@ -686,8 +686,8 @@ def seal_bag(
     """
     sealed = sealed.astimezone(timezone.utc)
     manifest, octets, files = _payload_manifest(bag_dir, known or {})
-    _write_text(bag_dir / "manifest-sha256.txt", "".join(f"{d}  {p}\n" for d, p in manifest), bom=False)
-    _write_text(bag_dir / "bagit.txt", BAGIT_TXT, bom=False)
+    write_text_file(bag_dir / "manifest-sha256.txt", "".join(f"{d}  {p}\n" for d, p in manifest), bom=False)
+    write_text_file(bag_dir / "bagit.txt", BAGIT_TXT, bom=False)
     tags = [
         ("Source-Organization", organization),
         ("Bagging-Date", sealed.astimezone(tz).strftime("%Y-%m-%d")),
@@ -702,11 +702,11 @@ def seal_bag(
     ]
     if signing_key is not None:
         tags.append(("Signing-Key-Id", signing_key.key_id_hex))  # as minisign prints it
-    _write_text(bag_dir / "bag-info.txt", "".join(f"{k}: {_one_line(v)}\n" for k, v in tags), bom=False)
+    write_text_file(bag_dir / "bag-info.txt", "".join(f"{k}: {_one_line(v)}\n" for k, v in tags), bom=False)
     tag_lines = "".join(
         f"{sha256_file(bag_dir / n)}  {n}\n" for n in ("bag-info.txt", "bagit.txt", "manifest-sha256.txt")
     )
-    _write_text(bag_dir / "tagmanifest-sha256.txt", tag_lines, bom=False)
+    write_text_file(bag_dir / "tagmanifest-sha256.txt", tag_lines, bom=False)
     digest = hashlib.sha256(tag_lines.encode()).hexdigest()
     if signing_key is not None:
         from evidence.signing import sign_file
@@ -738,7 +738,7 @@ def _one_line(value: str) -> str:
 
 def _rename_and_record(vault: Vault, bag_dir: Path, rel_target: str, fields: dict[str, Any]) -> ledger.LedgerEntry:
     marker = vault.partial / f"{bag_dir.name}.sealing"
-    _write_text(marker, canonical_json({"source": bag_dir.name, **fields}), bom=False)
+    write_text_file(marker, canonical_json({"source": bag_dir.name, **fields}), bom=False)
     target = vault.root / rel_target
     makedirs(target.parent)
     os.rename(bag_dir, target)

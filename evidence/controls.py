@@ -39,7 +39,7 @@ from typing import Annotated, Any, Iterable, Mapping
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StringConstraints, ValidationError
 
-from collector.config import ConfigError, ConfigProblem, _find_line, _pydantic_problems, _read_toml
+from collector.config import ConfigError, ConfigProblem, find_line, pydantic_problems, read_toml
 from evidence.findings.model import RULES
 
 PACKAGED_FILE = Path(__file__).resolve().parent / "data" / "controls.toml"
@@ -160,14 +160,14 @@ def load_catalogue(config_dir: Path | None = None) -> Catalogue:
 def _apply_file(path: Path, controls: dict[str, Control], rules: dict[str, tuple[str, ...]],
                 problems: list[ConfigProblem], *, packaged: bool) -> None:
     try:
-        data, text = _read_toml(path)
+        data, text = read_toml(path)
     except ConfigError as exc:
         problems.extend(exc.problems)
         return
     for key in data:
         if key not in ("control", "rules"):
             problems.append(ConfigProblem(path, key, "unknown key (this file holds [[control]] tables and a [rules] table)",
-                                          _find_line(text, (key,))))
+                                          find_line(text, (key,))))
     _apply_controls(path, text, data.get("control", []), controls, problems, packaged=packaged)
     if "rules" in data:
         _apply_rules(path, text, data["rules"], controls, rules, problems)
@@ -177,21 +177,21 @@ def _apply_controls(path: Path, text: str, tables: Any, controls: dict[str, Cont
                     *, packaged: bool) -> None:
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         problems.append(ConfigProblem(path, "control", "write each control as a [[control]] table",
-                                      _find_line(text, ("control",))))
+                                      find_line(text, ("control",))))
         return
     seen: dict[str, int] = {}
     for i, table in enumerate(tables):
         def line(*keys: str) -> int | None:
-            return _find_line(text, (i, *keys), array_table="control")
+            return find_line(text, (i, *keys), array_table="control")
 
         try:
             entry = _Entry.model_validate(table)
         except ValidationError as exc:
-            problems.extend(_pydantic_problems(exc, path, text, f"control[{i}]", (i,), array_table="control"))
+            problems.extend(pydantic_problems(exc, path, text, f"control[{i}]", (i,), array_table="control"))
             continue
         if entry.id in seen:
             j = seen[entry.id]
-            first = _find_line(text, (j, "id"), array_table="control")
+            first = find_line(text, (j, "id"), array_table="control")
             problems.append(ConfigProblem(path, f"control[{i}].id", f"'{entry.id}' is already defined in this file by "
                                           f"control[{j}]{f' (line {first})' if first else ''}", line("id")))
             continue
@@ -223,10 +223,10 @@ def _apply_rules(path: Path, text: str, table: Any, controls: dict[str, Control]
                  problems: list[ConfigProblem]) -> None:
     if not isinstance(table, dict):
         problems.append(ConfigProblem(path, "rules", "write [rules] as a table: <rule id> = [<control id>, …]",
-                                      _find_line(text, ("rules",))))
+                                      find_line(text, ("rules",))))
         return
     for rule_id, ids in table.items():
-        key_line = _find_line(text, ("rules", rule_id))
+        key_line = find_line(text, ("rules", rule_id))
         where = f"rules.{rule_id}"
         if rule_id not in RULES:
             problems.append(ConfigProblem(path, where, f"'{rule_id}' is not a findings rule{_did_you_mean(rule_id, RULES)}",

@@ -9,7 +9,7 @@ import jinja2
 
 
 @cache
-def _env(autoescape: bool) -> jinja2.Environment:
+def jinja_env(autoescape: bool) -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("evidence", "templates"),
         autoescape=autoescape,
@@ -19,8 +19,8 @@ def _env(autoescape: bool) -> jinja2.Environment:
 
 
 def render_readme(context: dict[str, Any]) -> str:
-    return _env(False).get_template("README.txt.j2").render(**context)
+    return jinja_env(False).get_template("README.txt.j2").render(**context)
 
 
 def render_summary(context: dict[str, Any]) -> str:
-    return _env(True).get_template("summary.html.j2").render(**context)
+    return jinja_env(True).get_template("summary.html.j2").render(**context)

@@ -152,7 +152,7 @@ _json: Callable[[Any], str] = json.JSONEncoder(
 ).encode
 
 
-def _cell(value: Any) -> Any:
+def csv_cell(value: Any) -> Any:
     """A value of an ordinary column as written to the CSV."""
     if value is None:
         return ""
@@ -178,7 +178,7 @@ def _cell(value: Any) -> Any:
     return safe_cell(str(value))
 
 
-def _id_cell(value: Any) -> Any:
+def csv_id_cell(value: Any) -> Any:
     """A value of an ID column: text Excel will not coerce."""
     if value is None:
         return ""
@@ -191,15 +191,15 @@ def _id_cell(value: Any) -> Any:
         return "true" if value else "false"
     if isinstance(value, int):  # a numeric ID must not become a lossy Excel number
         return _cached_text_id(str(value))
-    return _cell(value)
+    return csv_cell(value)
 
 
 def _utc_cell(value: Any) -> Any:
     """``<name>_utc``: the stored string unchanged (only neutralised, in case it is garbage)."""
-    return _cell(value)
+    return csv_cell(value)
 
 
-def _format_local(dt: datetime) -> str:
+def format_local(dt: datetime) -> str:
     offset = dt.utcoffset()
     seconds = int(offset.total_seconds()) if offset is not None else 0
     sign = "-" if seconds < 0 else "+"
@@ -224,14 +224,14 @@ def _local_text_converter(tz: ZoneInfo) -> Callable[[str], str]:
         if dt.tzinfo is None:  # no zone stated: do not guess what instant it was
             return ""
         try:
-            return _format_local(dt.astimezone(tz))
+            return format_local(dt.astimezone(tz))
         except (OverflowError, ValueError):
             return ""
 
     return convert_text
 
 
-def _local_converter(tz: ZoneInfo) -> Callable[[Any], str]:
+def local_converter(tz: ZoneInfo) -> Callable[[Any], str]:
     """``<name>_local`` for zone *tz*: ``YYYY-MM-DD HH:MM:SS +09:00``, empty if unparseable."""
     convert_text = _local_text_converter(tz)
 
@@ -269,16 +269,16 @@ def columns_for(stream: str) -> list[str]:
 
 def _converters(stream: str, tz: ZoneInfo) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
     """``(field name, converter)`` per CSV column of *stream*, in column order."""
-    local = _local_converter(tz)
+    local = local_converter(tz)
     spec: list[tuple[str, Callable[[Any], Any]]] = []
     for name in field_names(stream):
         if name in TIMESTAMP_FIELDS:
             spec.append((name, _utc_cell))
             spec.append((name, local))
         elif name in ID_FIELDS:
-            spec.append((name, _id_cell))
+            spec.append((name, csv_id_cell))
         else:
-            spec.append((name, _cell))
+            spec.append((name, csv_cell))
     return tuple(spec)
 
 
@@ -458,7 +458,7 @@ def _csv_line(cells: list[Any]) -> str:
 
 def _generated(source: list[str], name: str, tz: ZoneInfo) -> Any:
     namespace: dict[str, Any] = {
-        "triggers": _FORMULA_TRIGGERS, "cell": _cell, "id_cell": _id_cell, "text_id": _cached_text_id,
+        "triggers": _FORMULA_TRIGGERS, "cell": csv_cell, "id_cell": csv_id_cell, "text_id": _cached_text_id,
         "local": _local_text_converter(tz), "int_text": int.__repr__, "slow": _csv_line,
         "encode_str": json.encoder.encode_basestring, "encode": canonical_json,
     }

@@ -21,7 +21,6 @@ ledger recorded, no unledgered bag) reads only small files and runs at every wri
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -34,9 +33,9 @@ from typing import Any, Iterable
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
-import jinja2
 
 from evidence.model import parse_utc, utc_iso
+from evidence.render import jinja_env
 from evidence.vault import BAG_NAME, FILE_MODE, Vault
 from evidence.verify import (
     LedgerMismatch, Report, UnledgeredBag, _check_ledger, load_public_key, read_bag_info, tagmanifest_digest, verify_bag,
@@ -293,15 +292,7 @@ def page_context(
 
 
 def render_page(context: dict[str, Any]) -> str:
-    return _env().get_template("vault_index.html.j2").render(**context)
-
-
-@functools.cache
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("evidence", "templates"), autoescape=True,
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-    )
+    return jinja_env(True).get_template("vault_index.html.j2").render(**context)
 
 
 def _zone(tz: ZoneInfo | str) -> ZoneInfo:

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from collector.config import LoadedConfig
 from evidence import ledger
-from evidence.bundle import SealedBag, _write_text, collector_version, seal_bag
+from evidence.bundle import SealedBag, write_text_file, collector_version, seal_bag
 from evidence.findings.model import (
     SEVERITIES,
     SEVERITY_LABELS,
@@ -37,7 +37,7 @@ from evidence.report.csvs import (
     finding_row,
     write_columns_csv,
 )
-from evidence.report.page import PageInput, _local_text, render_index
+from evidence.report.page import PageInput, local_text, render_index
 from evidence.report.period import (
     Baseline,
     Period,
@@ -179,12 +179,12 @@ def _write_csvs(data: Path, config: LoadedConfig, vault: Vault, assessment: Asse
 
 def _readme(run: Mapping[str, Any], assessment: Assessment, baseline: Baseline, name: str, tz: ZoneInfo,
             signed: bool, public_key_rel: str) -> str:
-    from evidence.render import _env
+    from evidence.render import jinja_env
 
-    return _env(False).get_template("report_README.txt.j2").render(**{
+    return jinja_env(False).get_template("report_README.txt.j2").render(**{
         "run": run, "bag_name": name, "tz": tz.key, "a": assessment, "baseline": baseline, "signed": signed,
-        "public_key_rel": public_key_rel, "as_of_local": _local_text(assessment.as_of, tz),
-        "generated_local": _local_text(run["finished_utc"], tz), "severities": SEVERITIES,
+        "public_key_rel": public_key_rel, "as_of_local": local_text(assessment.as_of, tz),
+        "generated_local": local_text(run["finished_utc"], tz), "severities": SEVERITIES,
         "severity_labels": SEVERITY_LABELS,
     })
 
@@ -296,12 +296,12 @@ def _write_and_seal(config, vault, work, run_id, assessment, period, baseline, c
     rel_target = f"{started_local.strftime('%Y')}/{started_local.strftime('%Y-%m')}/{name}"
     up = os.path.relpath(vault.root, vault.root / rel_target / "data")
     page = PageInput(run, period, baseline, changes, catalogue, tz, lang, up)
-    _write_text(work.data / "index.html", render_index(assessment, page, vault), bom=False)
-    _write_text(work.data / "report.json", _dump(report_json(assessment, run, baseline, changes)), bom=False)
-    _write_text(work.data / "run.json", _dump(run), bom=False)
+    write_text_file(work.data / "index.html", render_index(assessment, page, vault), bom=False)
+    write_text_file(work.data / "report.json", _dump(report_json(assessment, run, baseline, changes)), bom=False)
+    write_text_file(work.data / "run.json", _dump(run), bom=False)
     public_key_rel = os.path.relpath(vault.public_key, vault.root / rel_target)
     readme = _readme(run, assessment, baseline, name, tz, signing_key is not None, public_key_rel)
-    _write_text(work.data / "README.txt", readme, bom=True)
+    write_text_file(work.data / "README.txt", readme, bom=True)
     sealed = seal_bag(
         vault, work.dir, rel_target, run_id=run_id, connector_id=REPORT, connector_type=REPORT, status="complete",
         organization=assessment.organization, sealed=finished, tz=tz, info=_bag_info(period, assessment, previous),
@@ -333,7 +333,7 @@ def summary_lines(result: ReportResult, tz: ZoneInfo) -> list[str]:
     by_severity = ", ".join(f"{s} {severities[s]}" for s in SEVERITIES if severities[s]) or "none"
     lines = [
         f"report sealed{' and signed' if signed else ''}: {sealed.relpath}",
-        f"  as of {_local_text(a.as_of, tz)} ({tz.key})",
+        f"  as of {local_text(a.as_of, tz)} ({tz.key})",
         f"  findings: {len(a.findings)} ({by_severity}); open {statuses['open']}, "
         f"exception expired {statuses['exception_expired']}, excepted {statuses['excepted']}",
     ]

@@ -16,8 +16,8 @@ from evidence.findings.model import (
     Finding,
 )
 from evidence.report.changes import CHANGE_COLUMNS
-from evidence.report.words import _pick, status_text
-from evidence.tables import _cell, _id_cell, _local_converter
+from evidence.report.words import in_language, status_text
+from evidence.tables import csv_cell, csv_id_cell, local_converter
 
 # -- CSV files ----------------------------------------------------------------------------------------
 
@@ -61,7 +61,7 @@ class CsvFile:
         self.path = path
         self.spec = tuple(spec)
         self.rows = 0
-        self._local = _local_converter(tz)
+        self._local = local_converter(tz)
         self._file = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed by close()
         self._file.write("\ufeff")
         self._writer = csv.writer(self._file)
@@ -72,11 +72,11 @@ class CsvFile:
         for name, kind in self.spec:
             value = row.get(name)
             if kind == "id":
-                cells.append(_id_cell(value))
+                cells.append(csv_id_cell(value))
             elif kind == "time":
-                cells.extend((_cell(value), self._local(value)))
+                cells.extend((csv_cell(value), self._local(value)))
             else:
-                cells.append(_cell(value))
+                cells.append(csv_cell(value))
         self._writer.writerow(cells)
         self.rows += 1
 
@@ -226,7 +226,7 @@ def _evidence_cells(refs: Sequence[EvidenceRef]) -> dict[str, str]:
 
 def finding_row(f: Finding, lang: str) -> dict[str, Any]:
     return {
-        "finding_id": f.id, "severity": f.severity, "severity_label": _pick(SEVERITY_LABELS[f.severity], lang),
+        "finding_id": f.id, "severity": f.severity, "severity_label": in_language(SEVERITY_LABELS[f.severity], lang),
         "rule": f.rule, "title": f.info.title(lang), "connector_id": f.connector_id, "resource": f.resource,
         "resource_name": f.resource_name, "principal": f.principal, "principal_email": f.principal_email,
         "status": f.status, "status_label": status_text(f, lang), "exception": f.exception,

@@ -26,7 +26,7 @@ from evidence.report.changes import ConnectorChanges
 from evidence.report.period import Baseline, Period
 from evidence.report.records import load_evidence
 from evidence.report.words import FRESHNESS_LABELS, Words, status_text
-from evidence.tables import _format_local
+from evidence.tables import format_local
 from evidence.vault import Vault
 
 #: findings listed per rule in index.html (findings.csv has every one)
@@ -36,7 +36,7 @@ FINDINGS_SHOWN = 1000
 # -- the page --------------------------------------------------------------------------------------------
 
 
-def _local_text(value: datetime | str | None, tz: ZoneInfo) -> str:
+def local_text(value: datetime | str | None, tz: ZoneInfo) -> str:
     if value is None:
         return "-"
     if isinstance(value, str):
@@ -44,7 +44,7 @@ def _local_text(value: datetime | str | None, tz: ZoneInfo) -> str:
             value = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return value
-    return _format_local(value.astimezone(tz).replace(microsecond=0))
+    return format_local(value.astimezone(tz).replace(microsecond=0))
 
 
 def _age_text(seconds: float | None) -> str:
@@ -77,7 +77,7 @@ def summary_href(report_data: str, bag: str) -> str:
 def _bundle_rows(bundles: Sequence[JudgedBundle], tz: ZoneInfo, up: str, words: Words) -> list[dict[str, Any]]:
     return [{
         "b": b, "freshness": b.freshness, "freshness_label": words.both(FRESHNESS_LABELS[b.freshness]),
-        "collected_local": _local_text(b.collected_to_utc, tz), "age": _age_text(b.age_s),
+        "collected_local": local_text(b.collected_to_utc, tz), "age": _age_text(b.age_s),
         "max_age": _age_text(b.max_age_s), "href": summary_href(up, b.bag) if b.bag else None,
     } for b in bundles]
 
@@ -249,17 +249,17 @@ class PageInput:
 
 
 def render_index(assessment: Assessment, page: PageInput, vault: Vault) -> str:
-    from evidence.render import _env
+    from evidence.render import jinja_env
 
     words = Words(page.lang)
     groups = _rule_groups(assessment.findings, page.catalogue, words)
     evidence = load_evidence(vault, _shown_refs(groups, assessment))
     bundles = _bundle_rows(assessment.bundles, page.tz, page.up, words)
-    return _env(True).get_template("report.html.j2").render(
+    return jinja_env(True).get_template("report.html.j2").render(
         w=words, a=assessment, run=page.run, period=page.period, baseline=page.baseline, tz=page.tz.key,
-        as_of_local=_local_text(assessment.as_of, page.tz), as_of_utc=utc_iso(assessment.as_of.replace(microsecond=0)),
-        generated_local=_local_text(page.run["finished_utc"], page.tz),
-        baseline_local=_local_text(page.baseline.as_of_utc, page.tz) if page.baseline.as_of_utc else None,
+        as_of_local=local_text(assessment.as_of, page.tz), as_of_utc=utc_iso(assessment.as_of.replace(microsecond=0)),
+        generated_local=local_text(page.run["finished_utc"], page.tz),
+        baseline_local=local_text(page.baseline.as_of_utc, page.tz) if page.baseline.as_of_utc else None,
         bundles=bundles, no_data=[r for r in bundles if r["freshness"] != "ok"],
         severities=_severity_rows(assessment.findings, words), controls=_control_rows(assessment.findings, page.catalogue, words),
         groups=groups, findings_shown=FINDINGS_SHOWN, changes=_change_views(page.changes, words),

@@ -11,7 +11,7 @@ from evidence.findings.model import STATUS_LABELS, Finding
 # -- words ----------------------------------------------------------------------------------------------
 
 
-def _pick(pair: Sequence[str], lang: str) -> str:
+def in_language(pair: Sequence[str], lang: str) -> str:
     return pair[0] if lang == "ja" else pair[1]
 
 
@@ -22,7 +22,7 @@ def status_text(f: Finding, lang: str) -> str:
         return f"例外 {f.exception} により承認済み ({until} まで)" if lang == "ja" else f"Covered by exception {f.exception} until {until}"
     if f.status == "exception_expired":
         return f"例外 {f.exception} の期限切れ ({until} まで有効だった)" if lang == "ja" else f"Exception {f.exception} expired (valid until {until})"
-    return _pick(STATUS_LABELS[f.status], lang)
+    return in_language(STATUS_LABELS[f.status], lang)
 
 
 #: (Japanese, English) of every fixed text of index.html
@@ -144,10 +144,10 @@ class Words:
         self.other = "en" if lang == "ja" else "ja"
 
     def pick(self, pair: Sequence[str]) -> str:
-        return _pick(pair, self.lang)
+        return in_language(pair, self.lang)
 
     def both(self, pair: Sequence[str]) -> Markup:
-        main, alt = _pick(pair, self.lang), _pick(pair, self.other)
+        main, alt = in_language(pair, self.lang), in_language(pair, self.other)
         if main == alt:
             return escape(main)
         return Markup('{} <span class="alt" lang="{}">{}</span>').format(main, self.other, alt)
