@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from collector.config import LoadedConfig
 from evidence import ledger
-from evidence.bundle import SealedBag, write_text_file, collector_version, seal_bag
+from evidence.bundle import SealedBag, collector_version, seal_bag, write_text_file
 from evidence.findings.model import (
     SEVERITIES,
     SEVERITY_LABELS,
