@@ -47,6 +47,7 @@ from connectors.base import (
     PermissionDenied,
     RunContext,
     SourceError,
+    secure_url,
 )
 from evidence.model import RawPage, utc_iso
 
@@ -81,9 +82,13 @@ class GoogleSettings(ConnectorConfig):
     def _root(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
-            raise ValueError("must be an https:// URL (plain http only for 127.0.0.1 / localhost)")
+        value = secure_url(value)
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("token_uri")
+    @classmethod
+    def _token_uri(cls, value: str | None) -> str | None:
+        return None if value is None else secure_url(value)
 
 
 @cache
@@ -99,11 +104,17 @@ def load_key_info(path: Path) -> dict[str, Any]:
         raise AuthenticationError(f"cannot read the service-account key file {path}: {exc.strerror}") from None
     except ValueError as exc:
         raise AuthenticationError(f"{path} is not a JSON service-account key: {exc}") from None
+    if not isinstance(info, dict):
+        raise AuthenticationError(f"{path} is not a service-account key (a JSON object with type=service_account)")
     missing = [k for k in ("type", "client_email", "private_key", "token_uri") if not info.get(k)]
-    if not isinstance(info, dict) or info.get("type") != "service_account" or missing:
+    if info.get("type") != "service_account" or missing:
         raise AuthenticationError(
             f"{path} is not a service-account key (needs type=service_account, client_email, private_key, token_uri; missing {missing})"
         )
+    try:
+        secure_url(info["token_uri"])
+    except ValueError as exc:
+        raise AuthenticationError(f"{path}: token_uri {exc}") from None
     return info
 
 

@@ -21,11 +21,13 @@ on and seals as ``partial`` naming every such place.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import logging
 import os
 import re
 import threading
 import time
+import urllib.parse
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
@@ -99,13 +101,39 @@ def aws_region(value: str) -> str:
     return value
 
 
+def secure_url(value: str) -> str:
+    """Config check for a URL that credentials are sent to: https, or plain http on this machine only.
+
+    The host is parsed, not matched as a prefix: ``http://127.0.0.1.example.net`` is not the loopback.
+    """
+    try:
+        parts = urllib.parse.urlsplit(value)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise ValueError(f"'{value}' is not a URL") from None
+    # the host as the URL spells it, nothing around it (urlsplit is lenient: "[::1].example.net" gives "::1")
+    exact = host is not None and parts.netloc.lower() == (f"[{host}]" if ":" in host else host) + (f":{port}" if port is not None else "")
+    if exact and parts.scheme == "https":
+        return value
+    if exact and parts.scheme == "http" and _is_loopback(host):
+        return value
+    raise ValueError(f"'{value}' must be an https:// URL (plain http only for 127.0.0.1 / localhost / [::1])")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def aws_endpoint_url(value: str | None) -> str | None:
     """Config check: an https URL, or plain http on the loopback (moto, a local S3-compatible store)."""
     if value is None:
         return None
-    if not value.startswith(("https://", "http://127.0.0.1", "http://localhost", "http://[::1]")):
-        raise ValueError("must be an https:// URL (plain http only for 127.0.0.1 / localhost)")
-    return value.rstrip("/")
+    return secure_url(value).rstrip("/")
 
 
 AwsRegion = Annotated[str, AfterValidator(aws_region)]

@@ -16,8 +16,8 @@ from conftest import write_config
 
 from collector.config import load_config
 from collector.runner import run_connector
-from connectors._google import GoogleClients, group_pid, user_pid
-from connectors.base import Organization, RunContext
+from connectors._google import GoogleClients, group_pid, load_key_info, user_pid
+from connectors.base import AuthenticationError, Organization, RunContext
 from connectors.google_directory import TOKEN_SCOPES, GoogleDirectoryConfig, GoogleDirectoryConnector
 from evidence.model import Record, parse_line
 from sandbox import google as google_sandbox
@@ -142,13 +142,32 @@ def _check_against_truth(org, records: dict[str, list[dict]]) -> None:
 def test_config_and_declarations():
     cfg = GoogleDirectoryConfig.model_validate({"service_account_key_file": "/k.json", "admin_subject": "Admin@Example.co.jp"})
     assert (cfg.requests_per_minute, cfg.oauth_tokens, cfg.batch_size, cfg.admin_subject) == (2400, False, 100, "admin@example.co.jp")
-    for bad in ({"batch_size": 0}, {"batch_size": 1001}, {"admin_subject": "nobody"}):
+    for bad in ({"batch_size": 0}, {"batch_size": 1001}, {"admin_subject": "nobody"},
+                {"root_url": "http://127.0.0.1.example.net/"}, {"token_uri": "http://oauth2.googleapis.com/token"}):
         with pytest.raises(ValueError):
             GoogleDirectoryConfig.model_validate({"service_account_key_file": "/k.json", "admin_subject": "a@b.c", **bad})
     perms = GoogleDirectoryConnector.permissions
     assert all(p.startswith("https://www.googleapis.com/auth/admin.directory.") for p in perms)
     assert [p for p in perms if "readonly" not in p] == [p for p in perms if SECURITY in p]  # the one non-read-only scope
     assert "NOT read-only" in next(p for p in perms if SECURITY in p)
+
+
+def test_a_key_file_must_be_a_service_account_key_with_a_safe_token_uri(env, tmp_path):
+    info = json.loads(Path(env.endpoints["google"]["service_account_key_file"]).read_text(encoding="utf-8"))
+    assert load_key_info(Path(env.endpoints["google"]["service_account_key_file"]))["token_uri"] == info["token_uri"]
+    cases = {
+        "list.json": ([info], "is not a service-account key (a JSON object"),
+        "user.json": ({**info, "type": "authorized_user"}, "needs type=service_account"),
+        "no-email.json": ({k: v for k, v in info.items() if k != "client_email"}, "missing ['client_email']"),
+        "plain.json": ({**info, "token_uri": "http://oauth2.googleapis.com/token"},
+                       "token_uri 'http://oauth2.googleapis.com/token' must be an https:// URL"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_text(json.dumps(content), encoding="utf-8")
+        with pytest.raises(AuthenticationError) as exc:
+            load_key_info(path)
+        assert str(exc.value).startswith(str(path)) and message in str(exc.value), exc.value
 
 
 def test_small_tenant_through_the_sandbox_template_matches_the_truth(env, standin, tmp_path):
