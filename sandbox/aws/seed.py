@@ -60,7 +60,8 @@ def _password(org: Org, u: UserPlan) -> str:
 def _offline_guard(endpoint_url: str | None) -> None:
     """Refuse to run anywhere but moto: in-process mock or a server on 127.0.0.1."""
     if endpoint_url is not None:
-        if not endpoint_url.startswith(("http://127.0.0.1:", "https://127.0.0.1:")):
+        parts = urlsplit(endpoint_url)
+        if parts.scheme not in ("http", "https") or parts.netloc != f"127.0.0.1:{parts.port}":
             raise ValueError(f"the AWS sandbox only talks to 127.0.0.1, not {endpoint_url!r}")
         return
     try:

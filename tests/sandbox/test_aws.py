@@ -364,8 +364,9 @@ def test_environment_restored(monkeypatch):
 
 def test_refuses_real_endpoints():
     session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
-    with pytest.raises(ValueError):
-        seed_aws(Org(users=10), session=session, endpoint_url="https://iam.amazonaws.com")
+    for url in ("https://iam.amazonaws.com", "http://127.0.0.1:5000@iam.amazonaws.com", "http://127.0.0.1.nip.io:5000"):
+        with pytest.raises(ValueError, match="only talks to 127.0.0.1"):
+            seed_aws(Org(users=10), session=session, endpoint_url=url)
     with pytest.raises(RuntimeError):  # no endpoint and no mock_aws(): would reach AWS
         seed_aws(Org(users=10), session=session)
 
