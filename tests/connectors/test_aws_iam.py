@@ -26,11 +26,12 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from bags import record_bytes, record_lists, run_json
 from conftest import write_config
 
 pytest.importorskip("moto")
 
-from botocore.awsrequest import AWSResponse  # noqa: E402
+from aws_faults import inject  # noqa: E402
 from botocore.stub import Stubber  # noqa: E402
 
 from collector.config import load_config  # noqa: E402
@@ -38,13 +39,11 @@ from collector.runner import run_connector  # noqa: E402
 from connectors._aws import AwsClients, document_level  # noqa: E402
 from connectors.aws_iam import AwsIamConfig, AwsIamConnector  # noqa: E402
 from connectors.base import Organization, RunContext  # noqa: E402
-from evidence.model import Record, parse_line  # noqa: E402
+from evidence.model import Record  # noqa: E402
 from sandbox.aws import OLD_KEY_DAYS, STRONG_PASSWORD_LENGTH, UNUSED_KEY_DAYS, aws_sandbox  # noqa: E402
 from sandbox.org import REFERENCE_TIME, Org  # noqa: E402
 
 IAM_KINDS = ("iam_",)
-QUERY_ERROR = ('<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender</Type>'
-               "<Code>{code}</Code><Message>{message}</Message></Error><RequestId>test</RequestId></ErrorResponse>")
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -62,22 +61,6 @@ def _toml(kind: str, cid: str, options: dict[str, Any]) -> str:
     return f'[[connector]]\nid = "{cid}"\ntype = "{kind}"\n' + "".join(f"{k} = {_toml_value(v)}\n" for k, v in options.items())
 
 
-def _records(out) -> dict[str, list[dict]]:
-    result = {}
-    for stream in ("principals", "memberships", "resources", "grants"):
-        path = out.bag.path / "data" / "records" / f"{stream}.jsonl.gz"
-        result[stream] = [parse_line(line)[1] for line in gzip.decompress(path.read_bytes()).splitlines()]
-    return result
-
-
-def _run_json(out) -> dict:
-    return json.loads((out.bag.path / "data" / "run.json").read_text(encoding="utf-8"))
-
-
-def _record_bytes(out) -> dict[str, bytes]:
-    return {p.name: gzip.decompress(p.read_bytes()) for p in sorted((out.bag.path / "data" / "records").glob("*.jsonl.gz"))}
-
-
 def _run(tmp_path: Path, options: dict[str, Any] | None = None, *, customize=None):
     """Collect through the runner in-process (inside mock_aws); no credential-report waits."""
     options = {"region": "ap-northeast-1", "internal_accounts": ["111122223333"], **(options or {})}
@@ -86,39 +69,7 @@ def _run(tmp_path: Path, options: dict[str, Any] | None = None, *, customize=Non
     sleeps: list[float] = []
     clients = AwsClients(entry.config, sleep=sleeps.append, customize=customize)
     out = run_connector(cfg, entry, clients=clients)
-    return out, _run_json(out), _records(out), sleeps
-
-
-class _Body:
-    def __init__(self, data: bytes):
-        self.data = data
-
-    def stream(self, **_: Any):
-        yield self.data
-
-
-def inject(service: str, operation: str, code: str, status: int, *, times: int = 1, match: str | None = None,
-           body: str = QUERY_ERROR, message: str = "injected by the test"):
-    """A ``customize`` hook: answer ``code`` (HTTP ``status``) to the first ``times`` matching requests.
-
-    Registered first on ``before-send`` so it runs before moto's own in-process hook; botocore
-    then parses, retries and counts the answer exactly as if AWS had sent it.
-    """
-    left = {"n": times}
-
-    def hook(request, **_):
-        text = request.body.decode() if isinstance(request.body, bytes) else str(request.body or "")
-        if left["n"] > 0 and (match is None or match in request.url or match in text):
-            left["n"] -= 1
-            return AWSResponse(request.url, status, {}, _Body(body.format(code=code, message=message).encode()))
-        return None
-
-    def customize(client):
-        if client.meta.service_model.service_name == service:
-            client.meta.events.register_first(f"before-send.{client.meta.service_model.service_id.hyphenize()}.{operation}", hook)
-
-    customize.left = left  # type: ignore[attr-defined]
-    return customize
+    return out, run_json(out), record_lists(out), sleeps
 
 
 def iam_problems(records: dict[str, list[dict]], org: Org, truth) -> list[tuple[str, str, str]]:
@@ -296,7 +247,7 @@ class TestInProcess:
         assert service["principal_kind"] == "service_account" and service["role"] == "viewer"
         # the same state gives the same records, byte for byte
         again, _, _, _ = _run(tmp_path / "again")
-        assert _record_bytes(again) == _record_bytes(out)
+        assert record_bytes(again) == record_bytes(out)
 
     def test_pagination_is_followed_to_the_end(self, sandbox):
         """moto ignores MaxItems (everything arrives in one page), so the Marker loop is proven with Stubber."""
@@ -494,14 +445,14 @@ def test_end_to_end_against_the_sandbox_server(tmp_path):
         assert check.ok, check.items
         out = run_connector(cfg, entry)  # the connector's own clients: adaptive retries, real polling
         assert out.status == "complete", out.reasons
-        records, run = _records(out), _run_json(out)
+        records, run = record_lists(out), run_json(out)
         from sandbox.aws import aws_truth
 
         truth = aws_truth(env.org)
         check_iam_against_truth(records, env.org, truth)
         assert run["notes"]["http_requests"] == sum(run["calls"].values()) + sum(run["retries"].values())
         again = run_connector(cfg, entry)
-        assert again.status == "complete" and _record_bytes(again) == _record_bytes(out)
+        assert again.status == "complete" and record_bytes(again) == record_bytes(out)
         # the generated secret key never reaches the vault
         secret = next(line.split("=", 1)[1].strip() for line in
                       (env.workdir / "credentials" / "aws-credentials").read_text().splitlines() if "secret" in line)

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bags import record_bytes, record_lists, run_json
 from conftest import write_config
 
 pytest.importorskip("moto")
 
-from botocore.awsrequest import AWSResponse  # noqa: E402
+from aws_faults import inject  # noqa: E402
 from botocore.stub import Stubber  # noqa: E402
 
 from collector.config import load_config  # noqa: E402
@@ -31,32 +32,13 @@ from collector.runner import run_connector  # noqa: E402
 from connectors._aws import AwsClients, condition_scope  # noqa: E402
 from connectors.aws_s3 import AwsS3Config, AwsS3Connector  # noqa: E402
 from connectors.base import Organization, RunContext  # noqa: E402
-from evidence.model import Record, parse_line  # noqa: E402
+from evidence.model import Record  # noqa: E402
 from sandbox.aws import aws_sandbox, aws_truth  # noqa: E402
 from sandbox.org import Org  # noqa: E402
-
-REST_ERROR = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
-              "<RequestId>test</RequestId></Error>")
 
 
 def _toml(options: dict[str, Any]) -> str:
     return '[[connector]]\nid = "aws-s3"\ntype = "aws_s3"\n' + "".join(f"{k} = {json.dumps(v)}\n" for k, v in options.items())
-
-
-def _records(out) -> dict[str, list[dict]]:
-    result = {}
-    for stream in ("principals", "memberships", "resources", "grants"):
-        path = out.bag.path / "data" / "records" / f"{stream}.jsonl.gz"
-        result[stream] = [parse_line(line)[1] for line in gzip.decompress(path.read_bytes()).splitlines()]
-    return result
-
-
-def _run_json(out) -> dict:
-    return json.loads((out.bag.path / "data" / "run.json").read_text(encoding="utf-8"))
-
-
-def _record_bytes(out) -> dict[str, bytes]:
-    return {p.name: gzip.decompress(p.read_bytes()) for p in sorted((out.bag.path / "data" / "records").glob("*.jsonl.gz"))}
 
 
 def _run(tmp_path: Path, options: dict[str, Any] | None = None, *, customize=None):
@@ -64,34 +46,7 @@ def _run(tmp_path: Path, options: dict[str, Any] | None = None, *, customize=Non
     cfg = load_config(write_config(tmp_path, connectors={"aws-s3.toml": _toml(options)}))
     entry = cfg.connectors[0]
     out = run_connector(cfg, entry, clients=AwsClients(entry.config, customize=customize))
-    return out, _run_json(out), _records(out)
-
-
-class _Body:
-    def __init__(self, data: bytes):
-        self.data = data
-
-    def stream(self, **_: Any):
-        yield self.data
-
-
-def inject(service: str, operation: str, code: str, status: int, *, times: int = 1, match: str | None = None,
-           message: str = "injected by the test"):
-    """A ``customize`` hook answering ``code`` to the first ``times`` requests whose URL contains ``match``."""
-    left = {"n": times}
-
-    def hook(request, **_):
-        if left["n"] > 0 and (match is None or match in request.url):
-            left["n"] -= 1
-            return AWSResponse(request.url, status, {}, _Body(REST_ERROR.format(code=code, message=message).encode()))
-        return None
-
-    def customize(client):
-        if client.meta.service_model.service_name == service:
-            client.meta.events.register_first(f"before-send.{client.meta.service_model.service_id.hyphenize()}.{operation}", hook)
-
-    customize.left = left  # type: ignore[attr-defined]
-    return customize
+    return out, run_json(out), record_lists(out)
 
 
 def s3_problems(records: dict[str, list[dict]]) -> list[tuple[str, str, str]]:
@@ -207,7 +162,7 @@ class TestInProcess:
         principals = {p["id"] for p in records["principals"]}
         assert {"anyone", f"aws-account:{sandbox.truth.account_id}"} <= principals
         again, _, _ = _run(tmp_path / "again", {"workers": 1})
-        assert _record_bytes(again) == _record_bytes(out)  # order and bytes do not depend on the threads
+        assert record_bytes(again) == record_bytes(out)  # order and bytes do not depend on the threads
 
     def test_bucket_listing_is_followed_to_the_end(self, sandbox):
         """moto drops buckets past MaxBuckets without a ContinuationToken, so the loop is proven with Stubber."""
@@ -329,8 +284,8 @@ def test_end_to_end_against_the_sandbox_server(tmp_path):
         assert check.ok, check.items
         out = run_connector(cfg, entry)
         assert out.status == "complete", out.reasons
-        run = _run_json(out)
-        check_s3_against_truth(_records(out), aws_truth(env.org))
+        run = run_json(out)
+        check_s3_against_truth(record_lists(out), aws_truth(env.org))
         assert run["notes"]["http_requests"] == sum(run["calls"].values()) + sum(run["retries"].values())
         again = run_connector(cfg, entry)
-        assert again.status == "complete" and _record_bytes(again) == _record_bytes(out)
+        assert again.status == "complete" and record_bytes(again) == record_bytes(out)

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from bags import all_records, run_json
 from conftest import write_config
 
 from collector.config import load_config
@@ -58,12 +59,7 @@ def run(base: Path, opts: dict, *, cid: str = "entra-id", **runner):
     clients = entry.cls.make_clients(entry.config)
     clients.backoff_base_s = 0.01
     out = run_connector(cfg, entry, clients=clients, **runner)
-    return out, json.loads((out.bag.path / "data" / "run.json").read_text(encoding="utf-8")), records(out)
-
-
-def records(out) -> dict[str, dict[str, dict]]:
-    bag = BaseBundle(out.bag.path, out.bag.digest, out.run_id)
-    return {s: dict(bag.records(s)) for s in ("principals", "memberships", "resources", "grants")}
+    return out, run_json(out), all_records(out)
 
 
 def normalised(recs: dict[str, dict[str, dict]]) -> dict[str, list[str]]:
@@ -246,8 +242,8 @@ def test_small_tenant_through_the_sandbox_template_matches_the_truth(env, standi
     standin.stats.reset()
     out = run_connector(cfg, entry)  # the connector's own clients, at the documented budgets and pacing
     assert out.status == "complete", out.reasons
-    info = json.loads((out.bag.path / "data" / "run.json").read_text(encoding="utf-8"))
-    recs = records(out)
+    info = run_json(out)
+    recs = all_records(out)
     check_truth(env.org, recs)
     app = standin.app_info()
     assert info["identity"] == f"app {app.client_id} in tenant {app.tenant_id}"
@@ -271,9 +267,9 @@ def test_small_tenant_through_the_sandbox_template_matches_the_truth(env, standi
     assert suspended and all(users_by_email(recs)[p.email]["attributes"]["mfa_available"] for p in suspended)
     # nothing changed: the incremental run writes the same records
     again = run_connector(cfg, entry)
-    info2 = json.loads((again.bag.path / "data" / "run.json").read_text(encoding="utf-8"))
+    info2 = run_json(again)
     assert again.status == "complete" and info2["mode"] == "incremental"
-    assert normalised(records(again)) == normalised(recs)
+    assert normalised(all_records(again)) == normalised(recs)
     assert "reports.userRegistrationDetails" not in info2["calls"]  # refreshed daily, not every run
     assert {"users.guestSponsors", "users.sponsors", "batch"}.isdisjoint(info2["calls"])  # sponsors carried over
     assert info2["notes"]["sponsors"]["refreshed"] is False and info2["notes"]["sponsors"]["available"] is True

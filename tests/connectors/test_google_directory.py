@@ -3,7 +3,6 @@ call plan (batching) from the stand-in's counters, and every fault the sandbox c
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
@@ -12,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from bags import record_bytes, record_lists, run_json
 from conftest import write_config
 
 from collector.config import load_config
@@ -19,7 +19,7 @@ from collector.runner import run_connector
 from connectors._google import GoogleClients, group_pid, load_key_info, user_pid
 from connectors.base import AuthenticationError, Organization, RunContext
 from connectors.google_directory import TOKEN_SCOPES, GoogleDirectoryConfig, GoogleDirectoryConnector
-from evidence.model import Record, parse_line
+from evidence.model import Record
 from sandbox import google as google_sandbox
 from sandbox.env import SandboxEnv
 from sandbox.google.auth import DEFAULT_GRANTED_SCOPES
@@ -80,23 +80,7 @@ def _run(tmp_path: Path, google: dict, *, fast: bool = True, **extra):
     if fast:  # quick backoff, a budget that never waits: the tests are about behaviour, not pacing
         clients = GoogleClients(entry.config, project_per_minute=60_000, user_per_minute=60_000, backoff_base_s=0.01)
     out = run_connector(cfg, entry, clients=clients)
-    return out, _run_json(out), _records(out)
-
-
-def _run_json(out) -> dict:
-    return json.loads((out.bag.path / "data" / "run.json").read_text(encoding="utf-8"))
-
-
-def _records(out) -> dict[str, list[dict]]:
-    result = {}
-    for stream in ("principals", "memberships", "resources", "grants"):
-        path = out.bag.path / "data" / "records" / f"{stream}.jsonl.gz"
-        result[stream] = [parse_line(line)[1] for line in gzip.decompress(path.read_bytes()).splitlines()]
-    return result
-
-
-def _record_lines(out) -> dict[str, bytes]:
-    return {p.name: gzip.decompress(p.read_bytes()) for p in sorted((out.bag.path / "data" / "records").glob("*.jsonl.gz"))}
+    return out, run_json(out), record_lists(out)
 
 
 def _member_pages(org) -> int:
@@ -180,7 +164,7 @@ def test_small_tenant_through_the_sandbox_template_matches_the_truth(env, standi
     assert check.ok, check.items
     out = run_connector(cfg, entry)  # the connector's own clients, at the documented quota
     assert out.status == "complete", out.reasons
-    run, records = _run_json(out), _records(out)
+    run, records = run_json(out), record_lists(out)
     _check_against_truth(env.org, records)
     assert run["identity"] == f"{env.google_standin.service_account_email} as {env.endpoints['google']['admin_subject']}"
     assert {s["endpoint"] for s in run["sources"]} == {
@@ -201,7 +185,7 @@ def test_small_tenant_through_the_sandbox_template_matches_the_truth(env, standi
     assert any(p["kind"] == "role" and p["attributes"]["is_super_admin_role"] for p in records["principals"])
     # the same state gives the same records, byte for byte
     again = run_connector(cfg, entry)
-    assert again.status == "complete" and _record_lines(again) == _record_lines(out)
+    assert again.status == "complete" and record_bytes(again) == record_bytes(out)
 
 
 def test_members_are_batched(env, standin, tmp_path):

@@ -3,17 +3,16 @@ incremental == full, faults, and the honest status when something could not be r
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections import Counter
 
 import pytest
+from bags import records_of, run_json
 from conftest import write_config
 
 from collector.config import load_config
 from collector.runner import run_connector
 from evidence.model import canonical_json
-from evidence.reader import BaseBundle
 from sandbox.env import SandboxEnv
 from sandbox.org import REFERENCE_TIME, Share
 from sandbox.server import FaultRule
@@ -40,12 +39,7 @@ def run(env, base, *, cid="google-drive", extra="", fast=True):
     if fast:
         clients.backoff_base_s = 0.01
     outcome = run_connector(cfg, entry, clients=clients)
-    return outcome, json.loads((outcome.bag.path / "data" / "run.json").read_text(encoding="utf-8"))
-
-
-def records(outcome, stream):
-    bag = BaseBundle(outcome.bag.path, outcome.bag.digest, outcome.run_id)
-    return dict(bag.records(stream))
+    return outcome, run_json(outcome)
 
 
 def expected(org):
@@ -83,7 +77,7 @@ def test_full_snapshot_equals_the_truth(clean, tmp_path):
     outcome, info = run(env, tmp_path)
     assert outcome.status == "complete", outcome.reasons
     assert info["mode"] == "full"
-    res, grants = records(outcome, "resources"), records(outcome, "grants")
+    res, grants = records_of(outcome, "resources"), records_of(outcome, "grants")
     n_res, n_grants = expected(env.org)
     assert (len(res), len(grants)) == (n_res, n_grants)
     c = counts(env.org)
@@ -153,7 +147,7 @@ def _mutate(org):
 
 
 def _normalised(outcome):
-    return {s: sorted(canonical_json({"k": k, "r": v}) for k, v in records(outcome, s).items()) for s in ("resources", "grants")}
+    return {s: sorted(canonical_json({"k": k, "r": v}) for k, v in records_of(outcome, s).items()) for s in ("resources", "grants")}
 
 
 def test_incremental_equals_a_fresh_full_run(tmp_path):
@@ -234,7 +228,7 @@ def test_throttling_errors_expired_tokens_and_drops_are_survived(tmp_path):
         assert info["throttled"].get("drive.files.list") == 3
         assert info["retries"]["drive.permissions.list"] >= 3
         assert env.google_standin.stats.snapshot()["dropped"].get("drive.changes.getStartPageToken", 0) >= 2
-        res = records(outcome, "resources")
+        res = records_of(outcome, "resources")
         assert len(res) == expected(env.org)[0]
         grants_on_token = sum(1 for g in env.google_standin.grants if g["sub"])
         assert grants_on_token > env.org.n  # tokens died and were renewed mid-run
@@ -281,8 +275,8 @@ def test_medium_tenant_counts(tmp_path):
         outcome, info = run(env, tmp_path / "a")
         assert outcome.status == "complete"
         n_res, n_grants = expected(env.org)
-        assert sum(1 for _ in records(outcome, "resources")) == n_res
-        assert sum(1 for _ in records(outcome, "grants")) == n_grants
+        assert sum(1 for _ in records_of(outcome, "resources")) == n_res
+        assert sum(1 for _ in records_of(outcome, "grants")) == n_grants
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ when something could not be read."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -13,12 +12,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from bags import records_of, run_json
 from conftest import write_config
 
 from collector.config import load_config
 from collector.runner import run_connector
 from evidence.model import canonical_json
-from evidence.reader import BaseBundle
 from sandbox import microsoft
 from sandbox.env import SandboxEnv
 from sandbox.org import Org, Share
@@ -46,16 +45,11 @@ def run(ms: dict, base: Path, *, cid: str = "m365-files", extra: str = FAST, cer
     clients = entry.cls.make_clients(entry.config)
     clients.backoff_base_s = 0.01
     outcome = run_connector(cfg, entry, clients=clients)
-    return outcome, json.loads((outcome.bag.path / "data" / "run.json").read_text(encoding="utf-8"))
-
-
-def records(outcome, stream):
-    bag = BaseBundle(outcome.bag.path, outcome.bag.digest, outcome.run_id)
-    return dict(bag.records(stream))
+    return outcome, run_json(outcome)
 
 
 def normalised(outcome):
-    return {s: sorted(canonical_json({"k": k, "r": v}) for k, v in records(outcome, s).items()) for s in ("resources", "grants")}
+    return {s: sorted(canonical_json({"k": k, "r": v}) for k, v in records_of(outcome, s).items()) for s in ("resources", "grants")}
 
 
 def rid(standin, f) -> str:
@@ -108,7 +102,7 @@ def test_full_snapshot_equals_the_truth(clean, tmp_path):
     outcome, info = run(env.endpoints["microsoft"], tmp_path)
     assert outcome.status == "complete", outcome.reasons
     assert info["mode"] == "full" and info["cursor"]["committed"]
-    res, grants = records(outcome, "resources"), records(outcome, "grants")
+    res, grants = records_of(outcome, "resources"), records_of(outcome, "grants")
     assert (len(res), len(grants)) == expected(org)
     c = counts(org)
     kinds = Counter(r["kind"] for r in res.values())
@@ -204,7 +198,7 @@ def test_certificate_credential_and_a_misleading_ca_variable(clean, tmp_path, mo
     outcome, info = run(env.endpoints["microsoft"], tmp_path, cert=True)
     assert outcome.status == "complete", outcome.reasons
     assert "certificate" in info["identity"]
-    assert sum(1 for _ in records(outcome, "resources")) == expected(env.org)[0]
+    assert sum(1 for _ in records_of(outcome, "resources")) == expected(env.org)[0]
     secret, _ = run(env.endpoints["microsoft"], tmp_path / "s")
     assert secret.status == "complete" and normalised(secret) == normalised(outcome)
 
@@ -254,7 +248,7 @@ def test_incremental_equals_a_fresh_full_run(tmp_path):
         assert normalised(second) == normalised(fresh)
         assert normalised(second) != normalised(first)
         # what the folder's new sharing did to the files in it
-        grants = records(second, "grants")
+        grants = records_of(second, "grants")
         plain = [c for c in org.user_files(q.index) if not c.folder and not c.shares]
         for c in plain:
             mine = [g for g in grants.values() if g["resource_id"] == rid(s, c)]
@@ -349,7 +343,7 @@ def test_throttling_errors_expired_tokens_and_drops_are_survived(tmp_path):
         assert st["throttled"]["items.permissions"] == 30 and st["errors"]["sites.getAllSites"] == 2
         assert st["calls"]["login.token"] > 2                         # tokens died and were renewed mid-run
         assert st["dropped"]["drives.delta"] >= 1 and info["retries"]["drives.delta"] >= st["dropped"]["drives.delta"]
-        assert sum(1 for _ in records(outcome, "grants")) == expected(org)[1]
+        assert sum(1 for _ in records_of(outcome, "grants")) == expected(org)[1]
     finally:
         server.close()
 
@@ -430,8 +424,8 @@ def test_medium_tenant_counts(tmp_path):
         assert outcome.status == "complete"
         assert info["notes"]["scanned"]["drives"] == env.org.n + env.org.n_drives
         n_res, n_grants = expected(env.org)
-        assert sum(1 for _ in records(outcome, "resources")) == n_res
-        assert sum(1 for _ in records(outcome, "grants")) == n_grants
+        assert sum(1 for _ in records_of(outcome, "resources")) == n_res
+        assert sum(1 for _ in records_of(outcome, "grants")) == n_grants
 
 
 def test_no_secret_or_link_url_reaches_the_vault(clean, tmp_path):
