@@ -230,12 +230,12 @@ def test_tampered_or_foreign_assertions_are_refused(small):
 
 
 def test_an_expired_access_token_gets_graphs_401(fresh):
-    _, ms = fresh(token_ttl_s=1)
+    _, ms = fresh(token_ttl_s=2)  # long enough for the first call on a loaded machine
     result = msal_app(ms).acquire_token_for_client([GRAPH_SCOPE])
-    assert result["expires_in"] == 1
+    assert result["expires_in"] == 2
     g = Graph(ms, result["access_token"])
     g.get("/users", params={"$top": 1})
-    time.sleep(1.1)
+    time.sleep(2.1)
     r = g.get("/users", params={"$top": 1}, expect=401)
     err = r.json()["error"]
     assert err["code"] == "InvalidAuthenticationToken"
