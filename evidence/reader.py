@@ -2,9 +2,10 @@
 
 An incremental collection applies the source's changes to the records of the last *complete*
 bag and seals a new, complete bag. The base is trusted only after it is checked: its tag
-manifest must still have the digest the ledger recorded, and every record file must still have
-the digest its manifest names; a base that fails either is not used (the connector then takes a
-full snapshot and says why).
+manifest must still have the digest the ledger recorded, its manifest the digest the tag manifest
+names, and run.json and every record file the digest the manifest names; a base that fails is not
+used (the connector then takes a full snapshot and says why). Judging (``evidence.findings``)
+reads sealed bags through the same check.
 """
 
 from __future__ import annotations
@@ -33,20 +34,28 @@ class BaseBundle:
     relpath: str = ""
 
     def run_info(self) -> dict[str, Any]:
+        """``data/run.json`` (checked by :meth:`verify` like the records)."""
         return json.loads((self.path / "data" / "run.json").read_text(encoding="utf-8"))
 
     def verify(self) -> None:
-        """Raise :class:`BaseBundleProblem` unless the tag manifest and every record file are intact."""
-        try:
-            tag = (self.path / "tagmanifest-sha256.txt").read_bytes()
-        except OSError as exc:
-            raise BaseBundleProblem(f"{self.relpath or self.path}: cannot read its tag manifest ({exc.strerror})") from None
-        if hashlib.sha256(tag).hexdigest() != self.digest:
-            raise BaseBundleProblem(f"{self.relpath or self.path}: its tag manifest changed since it was sealed")
-        manifest = self._manifest()
-        for stream in STREAMS:
-            rel = f"data/records/{stream}.jsonl.gz"
+        """Raise :class:`BaseBundleProblem` unless what is read from the bag is as it was sealed.
+
+        The chain of digests is followed from the ledger down: the tag manifest has the digest the
+        ledger recorded, the manifest the digest the tag manifest names, and ``data/run.json`` and
+        every record file the digest the manifest names. A record file the manifest does not list
+        is refused too (:meth:`records` would read it).
+        """
+        tag = self._read("tagmanifest-sha256.txt", "its tag manifest")
+        if _sha256(tag) != self.digest:
+            raise BaseBundleProblem(f"{self._name}: its tag manifest changed since it was sealed")
+        manifest_bytes = self._read("manifest-sha256.txt", "its manifest")
+        if _sha256(manifest_bytes) != _digests(tag.decode("utf-8", "replace")).get("manifest-sha256.txt"):
+            raise BaseBundleProblem(f"{self._name}: manifest-sha256.txt changed since it was sealed")
+        manifest = _digests(manifest_bytes.decode("utf-8", "replace"))
+        for rel in ("data/run.json", *(f"data/records/{stream}.jsonl.gz" for stream in STREAMS)):
             if rel not in manifest:
+                if (self.path / rel).exists():
+                    raise BaseBundleProblem(f"{self._name}: {rel} is not in its manifest (added after sealing)")
                 continue
             h = hashlib.sha256()
             try:
@@ -54,21 +63,19 @@ class BaseBundle:
                     for block in iter(lambda: f.read(1 << 20), b""):
                         h.update(block)
             except OSError as exc:
-                raise BaseBundleProblem(f"{self.relpath or self.path}: cannot read {rel} ({exc.strerror})") from None
+                raise BaseBundleProblem(f"{self._name}: cannot read {rel} ({exc.strerror})") from None
             if h.hexdigest() != manifest[rel]:
-                raise BaseBundleProblem(f"{self.relpath or self.path}: {rel} changed since it was sealed")
+                raise BaseBundleProblem(f"{self._name}: {rel} changed since it was sealed")
 
-    def _manifest(self) -> dict[str, str]:
+    @property
+    def _name(self) -> str:
+        return self.relpath or str(self.path)
+
+    def _read(self, name: str, what: str) -> bytes:
         try:
-            text = (self.path / "manifest-sha256.txt").read_text(encoding="utf-8")
+            return (self.path / name).read_bytes()
         except OSError as exc:
-            raise BaseBundleProblem(f"{self.relpath or self.path}: cannot read its manifest ({exc.strerror})") from None
-        out = {}
-        for line in text.splitlines():
-            digest, sep, rel = line.partition("  ")
-            if sep:
-                out[rel] = digest.lower()
-        return out
+            raise BaseBundleProblem(f"{self._name}: cannot read {what} ({exc.strerror})") from None
 
     def records(self, stream: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """``(key, data)`` of every record of ``stream``, streamed (never all in memory)."""
@@ -79,3 +86,17 @@ class BaseBundle:
             for line in f:
                 obj = json.loads(line)
                 yield obj["key"], obj["record"]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _digests(text: str) -> dict[str, str]:
+    """``path → sha256`` of a BagIt manifest (``<digest>  <path>`` lines)."""
+    out = {}
+    for line in text.splitlines():
+        digest, sep, rel = line.partition("  ")
+        if sep:
+            out[rel] = digest.lower()
+    return out

@@ -2,15 +2,14 @@
 
 The ledger is the authority: for each configured connector instance, the last bag it lists for
 that connector sealed at or before the date. The bag is checked against its ledger digest and
-its manifests before a single record is read (:class:`evidence.reader.BaseBundle`), so a report
-never judges evidence that changed after it was sealed.
+its manifests (records and run.json) before a single record is read
+(:class:`evidence.reader.BaseBundle`), so a report never judges evidence that changed after it
+was sealed.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from evidence import ledger
@@ -54,7 +53,7 @@ def _judged(vault: Vault, cid: str, ctype: str, max_age: int, entry: ledger.Ledg
         base.verify()
     except BaseBundleProblem as exc:
         raise JudgeError(f"{exc}; run `shoseki verify` / 封印後に変更された証跡は判定できません") from None
-    run = _run_info(path)
+    run = _run_info(base)
     collected_to = run.get("finished_utc") or entry.sealed_utc
     age = (as_of - parse_utc(collected_to)).total_seconds() if collected_to else None
     return JudgedBundle(
@@ -65,9 +64,10 @@ def _judged(vault: Vault, cid: str, ctype: str, max_age: int, entry: ledger.Ledg
     )
 
 
-def _run_info(path: Path) -> dict[str, Any]:
+def _run_info(base: BaseBundle) -> dict[str, Any]:
+    """run.json, checked by ``verify`` (it says when the evidence was collected, and why it is partial)."""
     try:
-        return json.loads((path / "data" / "run.json").read_text(encoding="utf-8"))
+        return base.run_info()
     except (OSError, ValueError):
         return {}
 

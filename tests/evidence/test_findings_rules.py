@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -215,6 +216,14 @@ def test_a_changed_bag_is_never_judged(tmp_path, small_tree):
     assert before.bag is None and before.freshness == "missing"
     (stale,) = select_bundles(vault, cfg.connectors, now + timedelta(days=3))
     assert stale.freshness == "stale"
+    run = outcome.bag.path / "data" / "run.json"  # a later collection time would hide staleness
+    run.chmod(0o640)
+    original = run.read_bytes()
+    later = (now + timedelta(days=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    run.write_text(json.dumps({**json.loads(original), "finished_utc": later}), encoding="utf-8")
+    with pytest.raises(JudgeError, match="data/run.json changed since it was sealed"):
+        select_bundles(vault, cfg.connectors, now + timedelta(days=3))
+    run.write_bytes(original)
     records = outcome.bag.path / "data" / "records" / "grants.jsonl.gz"
     records.chmod(0o640)
     records.write_bytes(records.read_bytes() + b"\x00")
