@@ -39,7 +39,7 @@ import jinja2
 
 from evidence import ledger as ledger_mod
 from evidence.vault import FILE_MODE, Vault
-from evidence.verify import LedgerMismatch, read_bag_info
+from evidence.verify import LedgerMismatch, ledger_state, read_bag_info
 
 LEDGER_EXCERPT = "ledger-excerpt.jsonl"
 GENERATED = ("README.txt", "index.html", "minisign.pub", LEDGER_EXCERPT)  # order at the top of the zip
@@ -241,12 +241,11 @@ def _add_file(zf: zipfile.ZipFile, name: str, path: Path) -> int:
 
 
 def _warnings(vault: Vault, sel: Selection) -> list[str]:
-    from evidence.vault_index import ledger_problems
 
     lo, hi = sel.lines[0].no, sel.lines[-1].no
     chosen = set(sel.bags)
     out = [f"{rel}: the ledger records this bag, but it is missing from the vault (not in this export)" for rel in sel.missing]
-    for p in ledger_problems(vault):
+    for p in ledger_state(vault).problems:
         in_range = isinstance(p, LedgerMismatch) and lo <= p.line <= hi
         if (in_range or p.bag in chosen) and p.bag not in sel.missing:
             out.append(p.describe())

@@ -38,7 +38,7 @@ from evidence.model import parse_utc, utc_iso
 from evidence.render import jinja_env
 from evidence.vault import BAG_NAME, FILE_MODE, Vault
 from evidence.verify import (
-    LedgerMismatch, Report, UnledgeredBag, _check_ledger, load_public_key, read_bag_info, tagmanifest_digest, verify_bag,
+    LedgerMismatch, Report, UnledgeredBag, ledger_state, load_public_key, read_bag_info, tagmanifest_digest, verify_bag,
 )
 
 INDEX_NAME = "index.html"
@@ -177,24 +177,11 @@ def record_verification(vault: Vault, report: Report, *, now: datetime | None = 
     with vault.lock("verified"):
         cache = load_cache(vault)
         key = _key_digest(vault)
-        bags = {vault.relative(b): b for b in vault.iter_bags()}
-        for rel, bag in bags.items():
-            cache[rel] = _entry(tagmanifest_digest(bag), key, by_bag.get(rel, []), checked, "verify")
+        bags = {vault.relative(b) for b in vault.iter_bags()}
+        for rel, digest in report.checked.items():  # a bag sealed since the verify began is not among them
+            cache[rel] = _entry(digest, key, by_bag.get(rel, []), checked, "verify")
         _save_cache(vault, {rel: e for rel, e in cache.items() if rel in bags})
-    return len(bags)
-
-
-# -- the ledger, cheaply ------------------------------------------------------------------------------
-
-
-def ledger_problems(vault: Vault) -> list[Any]:
-    """Chain breaks, lines whose bag is missing or changed, bags the ledger does not know.
-    Reads ledger.jsonl and every tag manifest: no payload file is hashed."""
-    bags = {vault.relative(b): b for b in vault.iter_bags()}
-    ledgered: dict[str, Any] = {}
-    problems = list(_check_ledger(vault, ledgered, defaultdict(list), bags))
-    problems += [UnledgeredBag(rel) for rel in sorted(set(bags) - set(ledgered))]
-    return problems
+    return len(report.checked)
 
 
 # -- the page -----------------------------------------------------------------------------------------
@@ -315,7 +302,7 @@ def render_vault_index(
     language, zone = _language(language), _zone(tz)
     now = now or datetime.now(timezone.utc)
     cache = refresh_verification(vault, budget_s=verify_budget_s, now=now)
-    problems = ledger_problems(vault)
+    problems = ledger_state(vault).problems
     if bags is None:
         rels = [vault.relative(b) for b in vault.iter_bags()]
     else:
@@ -347,6 +334,6 @@ def write_vault_index(
 
 
 __all__ = [
-    "write_vault_index", "render_vault_index", "refresh_verification", "record_verification", "ledger_problems",
+    "write_vault_index", "render_vault_index", "refresh_verification", "record_verification",
     "load_cache", "index_path", "REPORT_TYPE",
 ]

@@ -16,6 +16,7 @@ plain words and tests can assert on them::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections import defaultdict
@@ -109,6 +110,7 @@ class Report:
     files: int = 0
     bytes: int = 0
     problems: list[Problem] = field(default_factory=list)
+    checked: dict[str, str | None] = field(default_factory=dict)  # by verify_vault: bag -> its tag manifest's digest
 
     @property
     def ok(self) -> bool:
@@ -246,13 +248,11 @@ def verify_vault(vault: Vault, *, public_key_path: Path | None = None, workers: 
     """Every bag, every per-connector chain, and the ledger."""
     report = Report()
     public_key = load_public_key(public_key_path or vault.public_key)
-    bags_on_disk = {vault.relative(b): b for b in vault.iter_bags()}
-    ledgered: dict[str, ledger_mod.LedgerEntry] = {}
-    by_connector: dict[str, list[ledger_mod.LedgerEntry]] = defaultdict(list)
-    report.problems.extend(_check_ledger(vault, ledgered, by_connector, bags_on_disk))
-    for rel in sorted(set(bags_on_disk) - set(ledgered)):
-        report.problems.append(UnledgeredBag(rel))
+    state = ledger_state(vault)
+    bags_on_disk, by_connector = state.bags, state.by_connector
+    report.problems.extend(state.problems)
     for rel, bag in sorted(bags_on_disk.items()):
+        report.checked[rel] = tagmanifest_digest(bag)
         r = verify_bag(bag, label=rel, public_key=public_key, workers=workers)
         report.bags += 1
         report.files += r.files
@@ -283,6 +283,32 @@ def verify_vault(vault: Vault, *, public_key_path: Path | None = None, workers: 
                         report.problems.append(BrokenChain(entry.bag, "bag-info.txt", expected=why, found=stated))
             previous = entry
     return report
+
+
+@dataclass
+class LedgerState:
+    """The bags in the vault and what the ledger says of them, read at one moment."""
+
+    bags: dict[str, Path]                                   # relpath -> bag directory
+    by_connector: dict[str, list[ledger_mod.LedgerEntry]]   # the ledger's lines per connector, in order
+    problems: list[Problem]                                 # the ledger's own: chain, missing, changed, unledgered
+
+
+def ledger_state(vault: Vault) -> LedgerState:
+    """List the bags and check the ledger against them (small files only: no payload is hashed).
+
+    In a live vault (one with ``.state/``) this holds the ledger lock, so a seal in progress (the
+    rename into the dated tree, then its ledger line) is never seen half done; a copy of a vault
+    (an auditor's) is only read, never written to.
+    """
+    live = vault.state.is_dir() and os.access(vault.state, os.W_OK)
+    with vault.lock("ledger") if live else contextlib.nullcontext():
+        bags = {vault.relative(b): b for b in vault.iter_bags()}
+        ledgered: dict[str, ledger_mod.LedgerEntry] = {}
+        by_connector: dict[str, list[ledger_mod.LedgerEntry]] = defaultdict(list)
+        problems = list(_check_ledger(vault, ledgered, by_connector, bags))
+    problems += [UnledgeredBag(rel) for rel in sorted(set(bags) - set(ledgered))]
+    return LedgerState(bags, by_connector, problems)
 
 
 def _check_ledger(vault, ledgered, by_connector, bags_on_disk) -> Iterator[Problem]:

@@ -180,6 +180,16 @@ def test_a_changed_payload_file_shows_as_failed_after_shoseki_verify(org):
     assert rows(page(org.vault))[bags[0].relpath] == "failed"
 
 
+def test_a_full_verify_records_only_the_bags_it_checked(org):
+    first = org.collect(WHEN[0])
+    report = verify_vault(org.vault)
+    later = org.collect(WHEN[1])  # sealed after the verify began: it has not been checked by it
+    assert vault_index.record_verification(org.vault, report) == 1
+    cache = load_cache(org.vault)
+    assert cache[first.relpath]["by"] == "verify" and cache[first.relpath]["ok"] is True
+    assert later.relpath not in cache or cache[later.relpath]["by"] != "verify"
+
+
 def test_the_budget_leaves_bags_for_the_next_write(org):
     bags = [org.collect(w) for w in WHEN[:2]]
     org.write_index(verify_budget_s=0)

@@ -158,3 +158,35 @@ def test_single_bag_verify_uses_the_vault_public_key(vault_with_bags):
     result = CliRunner().invoke(main, ["verify", str(bags[0].path)])
     assert result.exit_code == 1
     assert "signature file is missing" in result.output
+
+
+def test_verify_waits_for_a_seal_in_progress_instead_of_calling_its_bag_unledgered(vault_with_bags):
+    """A seal renames the bag into the dated tree, then writes its ledger line, under the ledger
+    lock; verify lists the bags and reads the ledger under the same lock."""
+    import threading
+
+    from evidence import ledger
+
+    _, vault, bags = vault_with_bags
+    entry = next(e for e in ledger.entries(vault.ledger) if e.bag == bags[2].relpath)
+    last_line = vault.ledger.read_bytes().splitlines(keepends=True)[-1]
+    done: list = []
+    with vault.lock("ledger"):  # the seal of bags[2] is half done: renamed, not yet recorded
+        vault.ledger.write_bytes(b"".join(vault.ledger.read_bytes().splitlines(keepends=True)[:-1]))
+        worker = threading.Thread(target=lambda: done.append(verify_vault(vault)))
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive() and not done  # waiting for the seal to finish
+        vault.ledger.write_bytes(vault.ledger.read_bytes() + last_line)
+    worker.join(30)
+    assert entry.seq == 3 and done and done[0].ok, [p.describe() for p in done[0].problems]
+
+
+def test_verifying_a_copy_of_a_vault_writes_nothing_into_it(vault_with_bags, tmp_path):
+    _, vault, _ = vault_with_bags
+    copy = tmp_path / "auditor-copy"
+    shutil.copytree(vault.root, copy, ignore=shutil.ignore_patterns(".state"))
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+    report = verify_vault(Vault(copy))
+    assert report.ok and report.bags == 3, [p.describe() for p in report.problems]
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
