@@ -192,28 +192,32 @@ def status(ctx: click.Context, as_json: bool) -> None:
     import json
 
     from collector.status import (
-        LEVEL_NAMES, exit_code, latest_report, read_runs, render_report, render_text, render_uploads, snapshot,
-        upload_status,
+        LEVEL_NAMES, exit_code, latest_report, read_runs, render_report, render_text, render_uploads,
+        render_verification, snapshot, upload_status, verification_level, verification_state,
     )
 
     config = _load(ctx)
+    vault = Vault(config.vault_path)
     statuses, daemon = snapshot(config)
     code = exit_code(statuses)
     uploads = upload_status(config)
     if uploads and uploads["not_copied"]:  # bags not yet in the WORM copy need attention
         code = max(code, 1)
-    report = latest_report(read_runs(Vault(config.vault_path)))  # reports are not connectors: shown apart
+    verification = verification_state(vault)
+    code = max(code, verification_level(verification))
+    report = latest_report(read_runs(vault))  # reports are not connectors: shown apart
     if as_json:
         click.echo(json.dumps({"exit_code": code, "daemon": daemon, "connectors": [s.as_dict() for s in statuses],
-                               "uploads": uploads, "report": report}, ensure_ascii=False, indent=2))
+                               "uploads": uploads, "report": report, "verification": verification},
+                              ensure_ascii=False, indent=2))
     else:
         text = render_text(statuses, config.tz, daemon)
-        # the uploads and the latest report go above the overall line (which counts the uploads)
+        # the uploads, the verification and the latest report go above the overall line (which counts them)
         extra = render_uploads(uploads, config.tz) if uploads is not None else ""
+        extra += render_verification(verification, config.tz)
         if report:
             extra += render_report(report, config.tz)
-        if extra:
-            text = text.rstrip("\n").rpartition("\n")[0] + "\n" + extra + f"overall: {LEVEL_NAMES[code]} (exit {code})\n"
+        text = text.rstrip("\n").rpartition("\n")[0] + "\n" + extra + f"overall: {LEVEL_NAMES[code]} (exit {code})\n"
         click.echo(text, nl=False)
     ctx.exit(code)
 

@@ -249,12 +249,13 @@ class DaemonConfig(_Model):
     stop_timeout: str = "2m"        # on SIGTERM: time for running collections to seal as partial
     health_port: int = Field(default=0, ge=0, le=65535)   # >0: /healthz and /metrics on 127.0.0.1
     report_schedule: str = ""       # "" off; else a schedule (crontab or "every <duration>") for the report
+    verify_schedule: str = ""       # "" off; else a schedule for a full `shoseki verify` of the vault
 
     _durations = field_validator("jitter", "misfire_grace", "stop_timeout")(_duration)
 
-    @field_validator("report_schedule")
+    @field_validator("report_schedule", "verify_schedule")
     @classmethod
-    def _report_schedule(cls, value: str) -> str:
+    def _task_schedule(cls, value: str) -> str:
         return validate_schedule(value) if value.strip() else ""
 
     def seconds(self, key: str) -> float:

@@ -279,6 +279,57 @@ def latest_report(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {k: last.get(k) for k in ("run_id", "bag", "finished_utc")} if last else None
 
 
+# -- the vault's verification ---------------------------------------------------------------------
+
+SHOWN_BAGS = 10
+_memo: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+
+def verification_state(vault: Vault) -> dict[str, Any]:
+    """What the latest check of each bag found (``.state/verified.json``, kept by ``shoseki
+    verify``, the daemon's ``verify_schedule`` and the vault index), and when the whole vault was
+    last verified file by file. Read again only when the file changed (the daemon asks often)."""
+    from evidence.vault_index import cache_path, load_cache
+
+    path = cache_path(vault)
+    try:
+        st = path.stat()
+        stamp = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = (0, -1)
+    memo = _memo.get(path)
+    if memo is not None and memo[0] == stamp:
+        return memo[1]
+    cache = load_cache(vault)
+    full = [e["checked_utc"] for e in cache.values() if e.get("by") == "verify" and e.get("checked_utc")]
+    state = {
+        "bags_checked": len(cache),
+        "with_problems": sorted(rel for rel, e in cache.items() if e.get("ok") is False),
+        "last_full_utc": max(full) if full else None,
+    }
+    _memo[path] = (stamp, state)
+    return state
+
+
+def verification_level(state: dict[str, Any]) -> int:
+    """Evidence that changed after it was sealed is failing: the auditor would see it."""
+    return FAILING if state["with_problems"] else OK
+
+
+def render_verification(state: dict[str, Any], tz: ZoneInfo) -> str:
+    last = _local(state["last_full_utc"], tz) if state["last_full_utc"] else \
+        "never (run shoseki verify, or set [daemon] verify_schedule)"
+    lines = [f"verification: {state['bags_checked']} bag(s) checked; last full verify {last}"]
+    bad = state["with_problems"]
+    if bad:
+        lines.append(f"  PROBLEMS at the last check of {len(bad)} bag(s): changed or unreadable since sealed "
+                     "(shoseki verify names each one):")
+        lines += [f"    {rel}" for rel in bad[:SHOWN_BAGS]]
+        if len(bad) > SHOWN_BAGS:
+            lines.append(f"    ... and {len(bad) - SHOWN_BAGS} more")
+    return "\n".join(lines) + "\n"
+
+
 def render_report(report: dict[str, Any], tz: ZoneInfo) -> str:
     return f"latest report: {_local(report['finished_utc'], tz)}: {report['bag']}/data/index.html\n"
 

@@ -59,7 +59,8 @@ TEXT: dict[str, dict[str, str]] = {
         "ledger_problems": "台帳の問題", "summary": "概要", "bags_ok": "検証 OK", "bags_failed": "問題あり",
         "bags_unchecked": "未検証", "scope": "範囲", "how": "検証について",
         "how_text": "各バンドルは初めて見つかったとき（またはタグマニフェストが変わったとき）に一度検証され、"
-                    "その日時を表示しています。すべてのファイルを改めて検証するには shoseki verify を実行してください。",
+                    "その日時を表示しています。すべてのファイルを改めて検証するには shoseki verify を実行するか、"
+                    "常駐サービスの [daemon] verify_schedule で定期的な全件検証を設定してください。",
         "empty": "保管庫にはまだバンドルがありません。",
         "report": "レポート", "more": "ほか {n} 件（shoseki verify で全件を表示）",
     },
@@ -74,7 +75,8 @@ TEXT: dict[str, dict[str, str]] = {
         "ledger_problems": "Ledger problems", "summary": "Summary", "bags_ok": "verified OK", "bags_failed": "with problems",
         "bags_unchecked": "not checked yet", "scope": "Scope", "how": "About verification",
         "how_text": "Each bag is verified once, when it is first seen (or when its tag manifest changes), and the time "
-                    "of that check is shown. Run shoseki verify to check every file again.",
+                    "of that check is shown. Run shoseki verify to check every file again, or set [daemon] verify_schedule "
+                    "for the service to do it on a schedule.",
         "empty": "The vault holds no bags yet.",
         "report": "report", "more": "{n} more (shoseki verify lists them all)",
     },

@@ -23,7 +23,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from evidence import ledger as ledger_mod
 from evidence.vault import Vault
@@ -244,14 +244,22 @@ def load_public_key(path: Path | None):
     return PublicKey.load(path)
 
 
-def verify_vault(vault: Vault, *, public_key_path: Path | None = None, workers: int = 2) -> Report:
-    """Every bag, every per-connector chain, and the ledger."""
+class VerifyStopped(Exception):
+    """``verify_vault`` was asked to stop before it checked every bag (nothing it found is complete)."""
+
+
+def verify_vault(vault: Vault, *, public_key_path: Path | None = None, workers: int = 2,
+                 stop: Callable[[], bool] | None = None) -> Report:
+    """Every bag, every per-connector chain, and the ledger. ``stop`` is asked before each bag;
+    when it says so, :class:`VerifyStopped` is raised (the daemon's scheduled check, on SIGTERM)."""
     report = Report()
     public_key = load_public_key(public_key_path or vault.public_key)
     state = ledger_state(vault)
     bags_on_disk, by_connector = state.bags, state.by_connector
     report.problems.extend(state.problems)
     for rel, bag in sorted(bags_on_disk.items()):
+        if stop is not None and stop():
+            raise VerifyStopped(f"stopped after {report.bags} of {len(bags_on_disk)} bag(s)")
         report.checked[rel] = tagmanifest_digest(bag)
         r = verify_bag(bag, label=rel, public_key=public_key, workers=workers)
         report.bags += 1

@@ -7,7 +7,8 @@ Threads::
     apscheduler   BackgroundScheduler: computes start times, hands due jobs to its pool
     pool workers  one per due collection; each waits for a slot (``[daemon] max_concurrent``),
                   then calls ``runner.run_connector`` (which starts the bag writer's helper process);
-                  and one for a due report (``[daemon] report_schedule``), which takes every slot
+                  and one for a due vault task (``[daemon] report_schedule``, ``verify_schedule``),
+                  which takes every slot
     health        optional: /healthz and /metrics on 127.0.0.1 (``--health-port``; ``health.py``)
 
 One APScheduler job per connector id, ``max_instances=1`` and ``coalesce``: a start that comes
@@ -25,11 +26,18 @@ daemon is not writing to. A failure (a broken context file, evidence changed sin
 sealed) is logged with its reason and counted; another report in progress (the vault's
 ``report`` lock) makes it skipped. ``/metrics`` counts them (``shoseki_reports_total``).
 
+With ``[daemon] verify_schedule``, the job ``@verify`` verifies the whole vault as ``shoseki
+verify`` does, the same way (every slot held), records the result for ``vault/index.html``
+(``.state/verified.json``) and logs each problem; a bag whose latest check found a problem makes
+the overall state failing (status.json, /healthz, ``shoseki status``). Both are a
+:class:`_VaultTask`: one scheduling, slot-holding, counting and logging path for the two.
+
 SIGTERM / SIGINT: no new work; running collections are cancelled (``RunContext`` raises
 ``Cancelled`` at the next page boundary) and the runner seals them ``partial`` ("interrupted")
 without moving the cursor; the process exits 0 once they are sealed, or 1 after
 ``[daemon] stop_timeout`` if one did not stop (its leftover goes to ``.aborted/`` at the next start).
-A report being made cannot be cancelled: the stop waits for it to be sealed, within the same bound.
+A report being made cannot be cancelled: the stop waits for it to be sealed, within the same bound;
+a verification stops after the bag it is checking and records nothing.
 SIGHUP: the config is loaded and validated again; a broken one is logged problem by problem and
 the running one kept; a good one adds, removes and reschedules jobs (the report's too).
 """
@@ -47,9 +55,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -70,17 +78,22 @@ from collector.status import (
     latest_report,
     metrics_text,
     read_runs,
+    verification_level,
+    verification_state,
     write_status_file,
 )
 from evidence.findings import SEVERITIES, JudgeError
 from evidence.model import parse_utc, utc_iso
 from evidence.report import ReportError, ReportInputError, ReportResult, build_report
 from evidence.vault import AlreadyRunning, Vault
+from evidence.verify import VerifyStopped, verify_vault
 
 log = logging.getLogger("shoseki.daemon")
 POOL_THREADS = 64        # pool threads are made on demand; each due job holds one while it waits for a slot
 STATUS_EVERY_S = 5.0     # status.json is also rewritten after every event
 REPORT_JOB = "report"    # the report's job id: reserved, so no connector has it (config.RESERVED_IDS)
+VERIFY_JOB = "@verify"   # the verification's: '@' is in no connector id
+SHOWN_PROBLEMS = 50      # verification problems logged one by one; the rest are counted
 
 
 def _now() -> datetime:
@@ -159,6 +172,39 @@ class _Running:
         }
 
 
+class _TaskFailed(Exception):
+    """A scheduled vault task could not do its work, for a reason one log line says (no traceback)."""
+
+
+@dataclass
+class _TaskDone:
+    result: str                       # "ok", or what the task found ("problems")
+    line: str                         # the log line that says so
+    level: int = logging.INFO
+    extra: dict[str, Any] = field(default_factory=dict)
+    last: dict[str, Any] | None = None  # what it found, for status.json
+
+
+@dataclass
+class _VaultTask:
+    """A scheduled job over the whole vault: the report, the full verification. It holds every
+    slot while it runs (:class:`Slots`), so no collection of this daemon seals meanwhile, and the
+    collections that came due start after it."""
+
+    label: str                        # log lines and events: "report: …", "report_end"
+    job_id: str                       # never a connector id
+    setting: str                      # its [daemon] key
+    start_text: str
+    stop_text: str                    # logged on SIGTERM while it runs (%s: stop_timeout)
+    fail_text: str
+    work: Callable[[LoadedConfig, Any], _TaskDone]
+    spec: tuple[Any, ...] | None = None
+    since: str | None = None                    # running since (UTC)
+    error: dict[str, Any] | None = None         # the last failure, until a run succeeds
+    last: dict[str, Any] | None = None          # what the last run found
+    results: Counter = field(default_factory=Counter)  # result -> n since the daemon started
+
+
 class _QuietScheduler(logging.Filter):
     """APScheduler's own lines for skipped and missed starts are replaced by ours (see _on_event)."""
 
@@ -184,10 +230,15 @@ class Daemon:
         self._errors: dict[str, dict[str, Any]] = {}
         self._catch_up: set[str] = set()
         self._specs: dict[str, tuple[Any, ...]] = {}
-        self._report_spec: tuple[Any, ...] | None = None
-        self._reporting: str | None = None                # since when the scheduled report is being made
-        self._report_error: dict[str, Any] | None = None  # the last scheduled report's failure, until one is sealed
-        self.reports: Counter = Counter()                  # "ok" | "failed" | "skipped" -> n
+        self.tasks = {
+            "report": _VaultTask("report", REPORT_JOB, "report_schedule", "report: judging the sealed evidence",
+                                 "a report is being made: waiting up to %s for it to be sealed",
+                                 "report: could not be made: %s", self._report_work),
+            "verify": _VaultTask("verify", VERIFY_JOB, "verify_schedule",
+                                 "verify: checking every bag, chain and the ledger, file by file",
+                                 "the verification stops after the bag it is checking (waiting up to %s); nothing is recorded",
+                                 "verify: could not run: %s", self._verify_work),
+        }
         self._status_lock = threading.Lock()
         self._health: HealthServer | None = None
         self.scheduler = BackgroundScheduler(
@@ -214,7 +265,7 @@ class Daemon:
         log.info(
             "daemon started: %d connector(s) scheduled, vault %s, max_concurrent %d%s%s",
             len(self._specs), self.vault.root, self.slots.limit,
-            f", report {self._report_spec[0]}" if self._report_spec else "",
+            "".join(f", {t.label} {t.spec[0]}" for t in self.tasks.values() if t.spec),
             f", health on {self._health.url}" if self._health else "", extra={"event": "daemon_start"},
         )
         self.write_status()
@@ -266,20 +317,20 @@ class Daemon:
             running = sorted(self._running)
             for run in self._running.values():
                 run.cancel.set()
-            reporting = self._reporting is not None
+            busy = [t for t in self.tasks.values() if t.since]
         if running:
             log.info(
                 "asking %s to stop at the next page boundary and seal as partial (waiting up to %s)",
                 ", ".join(running), human_age(timeout), extra={"event": "cancel"},
             )
-        if reporting:
-            log.info("a report is being made: waiting up to %s for it to be sealed", human_age(timeout), extra={"event": "cancel"})
+        for task in busy:
+            log.info(task.stop_text, human_age(timeout), extra={"event": "cancel"})
         self.write_status()
         deadline = time.monotonic() + timeout
         with self._cond:
-            while (self._running or self._reporting) and deadline - time.monotonic() > 0:
+            while (self._running or self._busy_tasks()) and deadline - time.monotonic() > 0:
                 self._cond.wait(min(deadline - time.monotonic(), 0.5))
-            left = sorted(self._running) + (["the report"] if self._reporting else [])
+            left = sorted(self._running) + [f"the {label}" for label in self._busy_tasks()]
         self.state = "stopped"
         if self._health is not None:
             self._health.close()
@@ -292,6 +343,9 @@ class Daemon:
             return False
         log.info("stopped", extra={"event": "stopped"})
         return True
+
+    def _busy_tasks(self) -> list[str]:
+        return [t.label for t in self.tasks.values() if t.since]
 
     # -- schedule ---------------------------------------------------------------------------------
     @staticmethod
@@ -333,39 +387,45 @@ class Daemon:
                 "%s: %s (%s); next run %s%s", cid, what, entry.schedule, _local(job.next_run_time, new),
                 f"; overdue: {stale[cid]}" if "next_run_time" in kwargs else "", extra={"connector": cid, "event": what},
             )
-        self._apply_report(new)
+        for task in self.tasks.values():
+            self._apply_task(task, new)
 
-    def _apply_report(self, new: LoadedConfig) -> None:
-        """The report job follows ``[daemon] report_schedule`` ("" = none). No catch-up at start:
-        a report judges what is sealed, whenever it runs, so the next start is the schedule's."""
+    def _apply_task(self, task: _VaultTask, new: LoadedConfig) -> None:
+        """A vault task follows its ``[daemon]`` schedule ("" = none). No catch-up at start: it
+        takes the vault as it is, whenever it runs, so the next start is the schedule's."""
         d = new.main.daemon
-        spec = (d.report_schedule, new.main.organization.timezone, d.seconds("misfire_grace")) if d.report_schedule else None
-        if spec == self._report_spec:
+        schedule = getattr(d, task.setting)
+        spec = (schedule, new.main.organization.timezone, d.seconds("misfire_grace")) if schedule else None
+        if spec == task.spec:
             return
         if spec is None:
-            self.scheduler.remove_job(REPORT_JOB)
-            self._report_spec = None
-            log.info("report: removed from the schedule (a report being made is finished)", extra={"event": "report_unscheduled"})
+            self.scheduler.remove_job(task.job_id)
+            task.spec = None
+            log.info("%s: removed from the schedule (one in progress is finished)", task.label,
+                     extra={"event": f"{task.label}_unscheduled"})
             return
-        what = "scheduled" if self._report_spec is None else "rescheduled"
-        schedule, tz, misfire = spec
+        what = "scheduled" if task.spec is None else "rescheduled"
+        _, tz, misfire = spec
         job = self.scheduler.add_job(
-            self._report_job, schedule_trigger(schedule, tz), id=REPORT_JOB, name=REPORT_JOB,
+            self._task_job, schedule_trigger(schedule, tz), args=[task], id=task.job_id, name=task.label,
             replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=max(1, int(misfire)),
         )
-        self._report_spec = spec
-        log.info("report: %s (%s); next report %s", what, schedule, _local(job.next_run_time, new), extra={"event": f"report_{what}"})
+        task.spec = spec
+        log.info("%s: %s (%s); next run %s", task.label, what, schedule, _local(job.next_run_time, new),
+                 extra={"event": f"{task.label}_{what}"})
 
     def _on_event(self, event: Any) -> None:
         due = ", ".join(_local(t, self.config) for t in getattr(event, "scheduled_run_times", [])[:3])
-        if event.job_id == REPORT_JOB:
+        task = next((t for t in self.tasks.values() if t.job_id == event.job_id), None)
+        if task is not None:
             if event.code == EVENT_JOB_MAX_INSTANCES:
                 with self._cond:
-                    self.reports["skipped"] += 1
-                log.info("report: the previous one is still being made (or waiting); the start due at %s is skipped", due, extra={"event": "report_skipped"})
+                    task.results["skipped"] += 1
+                log.info("%s: the previous one is still running (or waiting); the start due at %s is skipped",
+                         task.label, due, extra={"event": f"{task.label}_skipped"})
             elif event.code == EVENT_JOB_MISSED:
-                log.warning("report: the start due at %s was missed by more than misfire_grace; the next one follows the schedule",
-                            due, extra={"event": "report_missed"})
+                log.warning("%s: the start due at %s was missed by more than misfire_grace; the next one follows the schedule",
+                            task.label, due, extra={"event": f"{task.label}_missed"})
             return
         if event.code == EVENT_JOB_MAX_INSTANCES:
             log.info("%s: still running; the start due at %s is skipped", event.job_id, due, extra={"connector": event.job_id, "event": "run_skipped"})
@@ -463,65 +523,95 @@ class Daemon:
             c.throttles[cid] += sum((run.get("throttled") or {}).values())
             c.throttle_wait_s[cid] += float(run.get("throttle_wait_s") or 0.0)
 
-    # -- the scheduled report ---------------------------------------------------------------------
-    def _report_job(self) -> None:
-        """``[daemon] report_schedule``: as ``shoseki report`` (as of now), with every slot held,
-        so no collection of this daemon runs meanwhile (see :class:`Slots`)."""
+    # -- the scheduled vault tasks: the report, the verification --------------------------------------
+    def _task_job(self, task: _VaultTask) -> None:
+        """Run ``task`` with every slot held, so no collection of this daemon runs meanwhile (see :class:`Slots`)."""
         if self.stopping.is_set():
             return
         if self.slots.used:
             log.info(
-                "report: due; waiting for %d running collection(s) to end (collections due meanwhile wait for the report)",
-                self.slots.used, extra={"event": "report_waiting"},
+                "%s: due; waiting for %d running collection(s) to end (collections due meanwhile wait for it)",
+                task.label, self.slots.used, extra={"event": f"{task.label}_waiting"},
             )
         if not self.slots.acquire_all(self.stopping):
             return
         try:
-            self._make_report()
+            self._run_task(task)
         finally:
             self.slots.release_all()
 
-    def _make_report(self) -> None:
+    def _run_task(self, task: _VaultTask) -> None:
         with self._cond:
             if self.stopping.is_set():
                 return
             config, key = self.config, self.signing_key
-            self._reporting = utc_iso(_now())
-        log.info("report: judging the sealed evidence", extra={"event": "report_start"})
+            task.since = utc_iso(_now())
+        log.info(task.start_text, extra={"event": f"{task.label}_start"})
         self.write_status()
-        result, reason, made, trace = "failed", "", None, None
+        done, reason, trace = None, "", None
         try:
-            if not config.connectors:
-                reason = f"no connector configured (add a file under {config.path.parent / 'connectors'})"
-            else:
-                made = build_report(config, signing_key=key)
-                result = "ok"
+            done = task.work(config, key)
         except AlreadyRunning:
-            result = "skipped"
-        except ConfigError as exc:  # a context file (roster.csv …) or controls.toml
-            reason = "configuration error: " + "; ".join(str(p) for p in exc.problems)
-        except JudgeError as exc:  # a judged bundle changed or went missing since it was sealed
-            reason = f"cannot judge the evidence: {exc} (run shoseki verify)"
-        except (ReportError, ReportInputError) as exc:
+            done = _TaskDone("skipped", f"{task.label}: skipped: one is already running in another process", logging.WARNING)
+        except VerifyStopped as exc:
+            done = _TaskDone("stopped", f"{task.label}: {exc}, as the daemon stops; nothing recorded")
+        except _TaskFailed as exc:
             reason = str(exc)
-        except Exception as exc:  # the daemon outlives any one report
+        except Exception as exc:  # the daemon outlives any one task
             reason, trace = f"{type(exc).__name__}: {exc}", sys.exc_info()
         finally:
             with self._cond:
-                self._reporting = None
-                self.reports[result] += 1
-                if result == "ok":
-                    self._report_error = None
-                elif result == "failed":
-                    self._report_error = {"at_utc": utc_iso(_now()), "message": reason}
+                task.since = None
+                task.results[done.result if done else "failed"] += 1
+                if done is None:
+                    task.error = {"at_utc": utc_iso(_now()), "message": reason}
+                elif done.result not in ("skipped", "stopped"):
+                    task.error = None
+                    task.last = done.last
                 self._cond.notify_all()
-        if made is not None:
-            log.info("%s", _report_line(made), extra={"event": "report_end", "run_id": made.sealed.run_id, "status": "complete"})
-        elif result == "skipped":
-            log.warning("report: skipped: a report is already being made in another process", extra={"event": "report_skipped"})
+        if done is None:
+            log.error(task.fail_text, reason, exc_info=trace, extra={"event": f"{task.label}_error"})
         else:
-            log.error("report: could not be made: %s", reason, exc_info=trace, extra={"event": "report_error"})
+            log.log(done.level, "%s", done.line, extra={"event": f"{task.label}_end", **done.extra})
         self.write_status()
+
+    def _report_work(self, config: LoadedConfig, key: Any) -> _TaskDone:
+        """As ``shoseki report`` (as of now)."""
+        if not config.connectors:
+            raise _TaskFailed(f"no connector configured (add a file under {config.path.parent / 'connectors'})")
+        try:
+            made = build_report(config, signing_key=key)
+        except ConfigError as exc:  # a context file (roster.csv …) or controls.toml
+            raise _TaskFailed("configuration error: " + "; ".join(str(p) for p in exc.problems)) from None
+        except JudgeError as exc:  # a judged bundle changed or went missing since it was sealed
+            raise _TaskFailed(f"cannot judge the evidence: {exc} (run shoseki verify)") from None
+        except (ReportError, ReportInputError) as exc:
+            raise _TaskFailed(str(exc)) from None
+        return _TaskDone("ok", _report_line(made), extra={"run_id": made.sealed.run_id, "status": "complete"},
+                         last={"finished_utc": utc_iso(_now()), "bag": made.sealed.relpath,
+                               "findings": len(made.assessment.findings)})
+
+    def _verify_work(self, config: LoadedConfig, key: Any) -> _TaskDone:
+        """As ``shoseki verify``: every bag file by file, the chains and the ledger; the results go
+        to ``.state/verified.json`` and ``vault/index.html``, each problem to the log."""
+        from evidence.vault_index import record_verification
+
+        report = verify_vault(self.vault, stop=self.stopping.is_set)
+        record_verification(self.vault, report)
+        refresh_vault_index(config, self.vault)
+        for p in report.problems[:SHOWN_PROBLEMS]:
+            log.error("verify: PROBLEM %s", p.describe(), extra={"event": "verify_problem"})
+        if len(report.problems) > SHOWN_PROBLEMS:
+            log.error("verify: and %d more problem(s) (shoseki verify lists them all)", len(report.problems) - SHOWN_PROBLEMS,
+                      extra={"event": "verify_problem"})
+        last = {"finished_utc": utc_iso(_now()), "ok": report.ok, "bags": report.bags, "files": report.files,
+                "bytes": report.bytes, "problems": len(report.problems)}
+        checked = f"{report.bags} bag(s), {report.files} payload file(s), {report.bytes:,} bytes checked"
+        if report.ok:
+            return _TaskDone("ok", f"verify: OK: {checked}; no problems found", extra={"status": "ok"}, last=last)
+        return _TaskDone("problems", f"verify: FAILED: {len(report.problems)} problem(s) in {checked} "
+                                     "(evidence changed or missing since it was sealed)", logging.ERROR,
+                         {"status": "problems"}, last)
 
     # -- reload -----------------------------------------------------------------------------------
     def reload(self) -> bool:
@@ -577,28 +667,29 @@ class Daemon:
             "started_utc": utc_iso(datetime.fromtimestamp(self.started, timezone.utc).replace(microsecond=0)),
             "config": str(self.config.path), "config_error": self.config_error,
             "max_concurrent": self.slots.limit, "health": self._health.url if self._health else None,
-            "report": self._report_info(),
+            **{label: self._task_info(task) for label, task in self.tasks.items()},
         }
 
-    def _report_info(self) -> dict[str, Any] | None:
-        """The scheduled report, for status.json and /healthz (None when ``report_schedule`` is off)."""
-        if self._report_spec is None:
+    def _task_info(self, task: _VaultTask) -> dict[str, Any] | None:
+        """A scheduled vault task, for status.json and /healthz (None when its schedule is off)."""
+        if task.spec is None:
             return None
-        job = self.scheduler.get_job(REPORT_JOB) if self.state == "running" else None
+        job = self.scheduler.get_job(task.job_id) if self.state == "running" else None
         with self._cond:
             return {
-                "schedule": self._report_spec[0],
+                "schedule": task.spec[0],
                 "next_run_utc": utc_iso(job.next_run_time.replace(microsecond=0)) if job and job.next_run_time else None,
-                "running_since_utc": self._reporting, "last_error": self._report_error,
+                "running_since_utc": task.since, "last_error": task.error, "last": task.last,
             }
 
     def status_payload(self) -> dict[str, Any]:
         _, statuses, errors = self.statuses()
-        code = exit_code(statuses)
+        verification = verification_state(self.vault)
+        code = max(exit_code(statuses), verification_level(verification))
         return {
             "version": 1, "generated_utc": utc_iso(_now()), "daemon": self.daemon_info(),
             "overall": {"state": LEVEL_NAMES[code], "exit_code": code},
-            "connectors": [s.as_dict() for s in statuses], "errors": errors,
+            "connectors": [s.as_dict() for s in statuses], "errors": errors, "verification": verification,
         }
 
     def write_status(self) -> None:
@@ -617,14 +708,17 @@ class Daemon:
                 | {"last_status": (c["last_run"] or {}).get("status"), "running": bool(c["running"])}
                 for c in payload["connectors"] if c["enabled"]
             },
+            "verification": payload["verification"],
         }
 
     def metrics(self) -> str:
         _, statuses, _ = self.statuses()
         with self._cond:
             counters = copy.deepcopy(self.counters)
-            reports = Counter(self.reports)
+            reports = Counter(self.tasks["report"].results)
+            verifies = Counter(self.tasks["verify"].results)
         last = latest_report(read_runs(self.vault))
+        verification = verification_state(self.vault)
         lines = [
             "# HELP shoseki_reports_total Scheduled reports since the daemon started, by result (skipped: another was being made).",
             "# TYPE shoseki_reports_total counter",
@@ -635,6 +729,22 @@ class Daemon:
         finished = parse_utc(last.get("finished_utc")) if last else None
         if finished is not None:
             lines.append(f"shoseki_last_report_timestamp_seconds {round(finished.timestamp(), 3)!r}")
+        lines += [
+            "# HELP shoseki_verifications_total Scheduled full verifications since the daemon started, by result "
+            "(problems: evidence changed or missing; stopped: cut short by a stop).",
+            "# TYPE shoseki_verifications_total counter",
+            *(f'shoseki_verifications_total{{result="{r}"}} {verifies[r]}'
+              for r in sorted({"ok", "problems", "failed", "skipped"} | set(verifies))),
+            "# HELP shoseki_bags_with_problems Bags whose latest check (verify, or the vault index) found a problem.",
+            "# TYPE shoseki_bags_with_problems gauge",
+            f"shoseki_bags_with_problems {len(verification['with_problems'])}",
+            "# HELP shoseki_last_full_verify_timestamp_seconds When the vault was last verified file by file, "
+            "by the daemon or shoseki verify (Unix time).",
+            "# TYPE shoseki_last_full_verify_timestamp_seconds gauge",
+        ]
+        verified = parse_utc(verification["last_full_utc"])
+        if verified is not None:
+            lines.append(f"shoseki_last_full_verify_timestamp_seconds {round(verified.timestamp(), 3)!r}")
         text = metrics_text(statuses, counters, started=self.started, config_error=bool(self.config_error))
         return text + "\n".join(lines) + "\n"
 

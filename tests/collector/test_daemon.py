@@ -423,22 +423,23 @@ def _report_bags(vault: Vault) -> list[Path]:
     return [vault.root / e.bag for e in ledger.entries(vault.ledger) if e.connector_id == "report"]
 
 
-def test_report_schedule_is_validated_and_off_by_default(tmp_path, small_tree):
+@pytest.mark.parametrize("key", ["report_schedule", "verify_schedule"])
+def test_task_schedules_are_validated_and_off_by_default(tmp_path, small_tree, key):
     path = write_config(tmp_path, connectors={"a.toml": files_connector(small_tree)}, main_extra=DAEMON)
-    assert load_config(path).main.daemon.report_schedule == ""
+    assert getattr(load_config(path).main.daemon, key) == ""
     for good in ("every 2s", "0 7 * * mon", "  "):
-        path.write_text(path.read_text(encoding="utf-8").split("\n[daemon]")[0] + DAEMON + f'report_schedule = "{good}"\n', encoding="utf-8")
-        assert load_config(path).main.daemon.report_schedule == good.strip()
+        path.write_text(path.read_text(encoding="utf-8").split("\n[daemon]")[0] + DAEMON + f'{key} = "{good}"\n', encoding="utf-8")
+        assert getattr(load_config(path).main.daemon, key) == good.strip()
     for bad, message in (
         ("every 0s", "'every 0s': the interval must be at least 1s"),
         ("weekly", "'weekly' is not a valid crontab expression"),
         ("every week", "'every week' is not a valid interval"),
         ("0 25 * * *", "'0 25 * * *' is not a valid crontab expression"),
     ):
-        path.write_text(path.read_text(encoding="utf-8").split("\n[daemon]")[0] + DAEMON + f'report_schedule = "{bad}"\n', encoding="utf-8")
+        path.write_text(path.read_text(encoding="utf-8").split("\n[daemon]")[0] + DAEMON + f'{key} = "{bad}"\n', encoding="utf-8")
         with pytest.raises(ConfigError) as exc:
             load_config(path)
-        assert any(str(p).startswith(f"{path}:12: daemon.report_schedule: {message}") for p in exc.value.problems), exc.value
+        assert any(str(p).startswith(f"{path}:12: daemon.{key}: {message}") for p in exc.value.problems), exc.value
 
 
 def test_slots_the_report_waits_for_running_collections_and_holds_off_new_ones():
@@ -503,6 +504,8 @@ def test_the_daemon_seals_scheduled_reports_that_verify_and_chain(tmp_path, smal
     assert sealed and all(e["message"].startswith("report sealed: ") and " finding(s) (" in e["message"] for e in sealed)
     assert Path(sealed[0]["message"].removeprefix("report sealed: ").split(";")[0]).is_file()  # where it is
     assert not d.has("report_error") and not d.has("run_error")
+    last = read_status_file(vault)["daemon"]["report"]["last"]
+    assert (vault.root / last["bag"] / "data" / "index.html").is_file() and last["findings"] >= 0
     families = parse_prometheus(_get(f"http://127.0.0.1:{port}/metrics")[2])
     assert sample(families, "shoseki_reports_total", result="ok") >= 2
     assert sample(families, "shoseki_reports_total", result="failed") == 0
@@ -543,3 +546,56 @@ def test_a_broken_context_file_fails_the_report_with_its_reason_and_collections_
     rc, _ = d.stop()
     assert rc == 0, d.text()
     assert verify_vault(vault).ok
+
+
+# -- the scheduled verification ([daemon] verify_schedule) ----------------------------------------
+
+
+def test_the_daemon_verifies_the_vault_on_schedule_and_reports_changed_evidence(tmp_path, small_tree, keypair, daemons):
+    port = _free_port()
+    config = write_config(tmp_path, signing_key=keypair[0], main_extra=DAEMON + 'verify_schedule = "every 1s"\n', connectors={
+        "files.toml": files_connector(small_tree, extra=f'schedule = "{NEVER}"\n')})
+    vault = Vault(tmp_path / "vault")
+    d = daemons(config, tmp_path / "daemon.log", "--health-port", str(port))
+    _wait(lambda: _runs(vault, "files-main", "complete"), 20, "the catch-up collection", d)
+    _wait(lambda: d.has("verify_end", contains="verify: OK: 1 bag(s)"), 15, "a verification that saw the bag", d)
+    assert d.has("verify_scheduled", contains="verify: scheduled (every 1s)")
+    families = parse_prometheus(_get(f"http://127.0.0.1:{port}/metrics")[2])
+    assert sample(families, "shoseki_verifications_total", result="ok") >= 1
+    assert sample(families, "shoseki_bags_with_problems") == 0
+    assert sample(families, "shoseki_last_full_verify_timestamp_seconds") > time.time() - 60
+
+    bag = vault.root / _runs(vault, "files-main", "complete")[0]["bag"]
+    grants = bag / "data" / "tables" / "grants.csv"
+    grants.chmod(0o640)
+    grants.write_bytes(grants.read_bytes() + b"x")  # evidence changed after it was sealed
+    _wait(lambda: d.has("verify_end", contains="verify: FAILED: "), 15, "a verification that sees the change", d)
+    assert d.has("verify_problem", contains="changed file data/tables/grants.csv")
+    assert [e for e in d.events() if e.get("event") == "verify_problem"][0]["level"] == "error"
+    families = parse_prometheus(_get(f"http://127.0.0.1:{port}/metrics")[2])
+    assert sample(families, "shoseki_verifications_total", result="problems") >= 1
+    assert sample(families, "shoseki_bags_with_problems") == 1
+    health = json.loads(_get(f"http://127.0.0.1:{port}/healthz")[2])
+    assert health["status"] == "failing" and health["verification"]["with_problems"] == [bag.relative_to(vault.root).as_posix()]
+    info = read_status_file(vault)["daemon"]["verify"]
+    assert info["schedule"] == "every 1s" and info["last"]["ok"] is False and info["last"]["problems"] >= 1
+    assert 'data-check="failed"' in (vault.root / "index.html").read_text(encoding="utf-8")
+    shown = _shoseki(config, "status")
+    assert shown.returncode == 2, shown.stdout + shown.stderr
+    assert "PROBLEMS at the last check of 1 bag(s)" in shown.stdout and bag.name in shown.stdout
+    assert "overall: failing (exit 2)" in shown.stdout
+    assert not d.has("verify_error") and not d.has("run_error")
+    rc, _ = d.stop()
+    assert rc == 0, d.text()
+
+
+def test_a_verification_stops_between_bags_when_asked(tmp_path, small_tree):
+    from evidence.verify import VerifyStopped
+
+    cfg = load_config(write_config(tmp_path, connectors={"a.toml": files_connector(small_tree)}))
+    for _ in range(2):
+        assert run_connector(cfg, cfg.connectors[0]).status == "complete"
+    asked = []
+    with pytest.raises(VerifyStopped, match="stopped after 1 of 2 bag"):
+        verify_vault(Vault(cfg.vault_path), stop=lambda: asked.append(1) or len(asked) > 1)
+
