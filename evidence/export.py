@@ -241,6 +241,10 @@ def _add_file(zf: zipfile.ZipFile, name: str, path: Path) -> int:
 
 
 def _warnings(vault: Vault, sel: Selection) -> list[str]:
+    """What the auditor's checks of this export will find, said before they find it: the ledger's
+    problems in the period (read now), and what the latest check of each bag found (payload files
+    are not hashed again here; ``shoseki verify`` does that)."""
+    from evidence.vault_index import load_cache
 
     lo, hi = sel.lines[0].no, sel.lines[-1].no
     chosen = set(sel.bags)
@@ -249,6 +253,12 @@ def _warnings(vault: Vault, sel: Selection) -> list[str]:
         in_range = isinstance(p, LedgerMismatch) and lo <= p.line <= hi
         if (in_range or p.bag in chosen) and p.bag not in sel.missing:
             out.append(p.describe())
+    checks = load_cache(vault)
+    for rel in sel.bags:
+        check = checks.get(rel) or {}
+        if check.get("ok") is False:
+            out += [f"{rel}: its latest check ({check.get('by')}, {check.get('checked_utc')}) found: {problem}"
+                    for problem in check.get("problems", [])]
     return out
 
 

@@ -226,3 +226,20 @@ def test_a_bag_the_ledger_names_but_the_vault_lacks_is_reported_not_hidden(org, 
     assert "missing from the vault" in (top / "README.txt").read_text(encoding="utf-8-sig")
     if all(shutil.which(t) for t in TOOLS):
         assert "ledger-count" in failing(follow_readme(top))  # the auditor's own count shows it too
+
+
+def test_a_bag_whose_latest_check_found_a_problem_is_named_before_the_auditor_finds_it(org, tmp_path):
+    from evidence.vault_index import record_verification
+    from evidence.verify import verify_vault
+
+    target = org.bags[1].path / "data" / "tables" / "grants.csv"
+    target.chmod(0o640)
+    target.write_bytes(target.read_bytes() + b"x")
+    record_verification(org.vault, verify_vault(org.vault))  # as shoseki verify does
+    result = export(org, tmp_path / "nov.zip")
+    assert org.bags[1].relpath in result.bags  # still exported: hiding it would hide the problem
+    assert [w for w in result.warnings if w.startswith(f"{org.bags[1].relpath}: its latest check (verify, ")
+            and "changed file data/tables/grants.csv" in w]
+    top = unzip(result.path, tmp_path / "x")
+    assert "changed file data/tables/grants.csv" in (top / "README.txt").read_text(encoding="utf-8-sig")
+
