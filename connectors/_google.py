@@ -112,7 +112,7 @@ def load_key_info(path: Path) -> dict[str, Any]:
             f"{path} is not a service-account key (needs type=service_account, client_email, private_key, token_uri; missing {missing})"
         )
     try:
-        secure_url(info["token_uri"])
+        secure_url(str(info["token_uri"]))
     except ValueError as exc:
         raise AuthenticationError(f"{path}: token_uri {exc}") from None
     return info

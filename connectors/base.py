@@ -112,7 +112,8 @@ def secure_url(value: str) -> str:
     except ValueError:
         raise ValueError(f"'{value}' is not a URL") from None
     # the host as the URL spells it, nothing around it (urlsplit is lenient: "[::1].example.net" gives "::1")
-    exact = host is not None and parts.netloc.lower() == (f"[{host}]" if ":" in host else host) + (f":{port}" if port is not None else "")
+    spelled = None if host is None else (f"[{host}]" if ":" in host else host) + ("" if port is None else f":{port}")
+    exact = spelled is not None and parts.netloc.lower() == spelled
     if exact and parts.scheme == "https":
         return value
     if exact and parts.scheme == "http" and _is_loopback(host):
