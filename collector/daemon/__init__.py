@@ -30,7 +30,8 @@ With ``[daemon] verify_schedule``, the job ``@verify`` verifies the whole vault 
 verify`` does, the same way (every slot held), records the result for ``vault/index.html``
 (``.state/verified.json``) and logs each problem; a bag whose latest check found a problem makes
 the overall state failing (status.json, /healthz, ``shoseki status``). Both are a
-:class:`_VaultTask`: one scheduling, slot-holding, counting and logging path for the two.
+:class:`VaultTask` (``tasks.py``, where their work is): one scheduling, slot-holding, counting
+and logging path here for the two.
 
 SIGTERM / SIGINT: no new work; running collections are cancelled (``RunContext`` raises
 ``Cancelled`` at the next page boundary) and the runner seals them ``partial`` ("interrupted")
@@ -55,9 +56,9 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -65,6 +66,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from collector.config import ConfigError, ConnectorEntry, LoadedConfig, load_config, schedule_trigger
 from collector.daemon.health import HealthServer
+from collector.daemon.tasks import TaskDone, TaskFailed, VaultTask, vault_tasks
 from collector.progress import ProgressPrinter
 from collector.runner import (
     Progress, RunOutcome, load_signing_key, prepare, publish_public_key, refresh_vault_index, run_connector,
@@ -82,18 +84,13 @@ from collector.status import (
     verification_state,
     write_status_file,
 )
-from evidence.findings import SEVERITIES, JudgeError
 from evidence.model import parse_utc, utc_iso
-from evidence.report import ReportError, ReportInputError, ReportResult, build_report
 from evidence.vault import AlreadyRunning, Vault
-from evidence.verify import VerifyStopped, verify_vault
+from evidence.verify import VerifyStopped
 
 log = logging.getLogger("shoseki.daemon")
 POOL_THREADS = 64        # pool threads are made on demand; each due job holds one while it waits for a slot
 STATUS_EVERY_S = 5.0     # status.json is also rewritten after every event
-REPORT_JOB = "report"    # the report's job id: reserved, so no connector has it (config.RESERVED_IDS)
-VERIFY_JOB = "@verify"   # the verification's: '@' is in no connector id
-SHOWN_PROBLEMS = 50      # verification problems logged one by one; the rest are counted
 
 
 def _now() -> datetime:
@@ -172,39 +169,6 @@ class _Running:
         }
 
 
-class _TaskFailed(Exception):
-    """A scheduled vault task could not do its work, for a reason one log line says (no traceback)."""
-
-
-@dataclass
-class _TaskDone:
-    result: str                       # "ok", or what the task found ("problems")
-    line: str                         # the log line that says so
-    level: int = logging.INFO
-    extra: dict[str, Any] = field(default_factory=dict)
-    last: dict[str, Any] | None = None  # what it found, for status.json
-
-
-@dataclass
-class _VaultTask:
-    """A scheduled job over the whole vault: the report, the full verification. It holds every
-    slot while it runs (:class:`Slots`), so no collection of this daemon seals meanwhile, and the
-    collections that came due start after it."""
-
-    label: str                        # log lines and events: "report: …", "report_end"
-    job_id: str                       # never a connector id
-    setting: str                      # its [daemon] key
-    start_text: str
-    stop_text: str                    # logged on SIGTERM while it runs (%s: stop_timeout)
-    fail_text: str
-    work: Callable[[LoadedConfig, Any], _TaskDone]
-    spec: tuple[Any, ...] | None = None
-    since: str | None = None                    # running since (UTC)
-    error: dict[str, Any] | None = None         # the last failure, until a run succeeds
-    last: dict[str, Any] | None = None          # what the last run found
-    results: Counter = field(default_factory=Counter)  # result -> n since the daemon started
-
-
 class _QuietScheduler(logging.Filter):
     """APScheduler's own lines for skipped and missed starts are replaced by ours (see _on_event)."""
 
@@ -230,15 +194,7 @@ class Daemon:
         self._errors: dict[str, dict[str, Any]] = {}
         self._catch_up: set[str] = set()
         self._specs: dict[str, tuple[Any, ...]] = {}
-        self.tasks = {
-            "report": _VaultTask("report", REPORT_JOB, "report_schedule", "report: judging the sealed evidence",
-                                 "a report is being made: waiting up to %s for it to be sealed",
-                                 "report: could not be made: %s", self._report_work),
-            "verify": _VaultTask("verify", VERIFY_JOB, "verify_schedule",
-                                 "verify: checking every bag, chain and the ledger, file by file",
-                                 "the verification stops after the bag it is checking (waiting up to %s); nothing is recorded",
-                                 "verify: could not run: %s", self._verify_work),
-        }
+        self.tasks = vault_tasks()
         self._status_lock = threading.Lock()
         self._health: HealthServer | None = None
         self.scheduler = BackgroundScheduler(
@@ -390,7 +346,7 @@ class Daemon:
         for task in self.tasks.values():
             self._apply_task(task, new)
 
-    def _apply_task(self, task: _VaultTask, new: LoadedConfig) -> None:
+    def _apply_task(self, task: VaultTask, new: LoadedConfig) -> None:
         """A vault task follows its ``[daemon]`` schedule ("" = none). No catch-up at start: it
         takes the vault as it is, whenever it runs, so the next start is the schedule's."""
         d = new.main.daemon
@@ -524,7 +480,7 @@ class Daemon:
             c.throttle_wait_s[cid] += float(run.get("throttle_wait_s") or 0.0)
 
     # -- the scheduled vault tasks: the report, the verification --------------------------------------
-    def _task_job(self, task: _VaultTask) -> None:
+    def _task_job(self, task: VaultTask) -> None:
         """Run ``task`` with every slot held, so no collection of this daemon runs meanwhile (see :class:`Slots`)."""
         if self.stopping.is_set():
             return
@@ -540,7 +496,7 @@ class Daemon:
         finally:
             self.slots.release_all()
 
-    def _run_task(self, task: _VaultTask) -> None:
+    def _run_task(self, task: VaultTask) -> None:
         with self._cond:
             if self.stopping.is_set():
                 return
@@ -550,12 +506,12 @@ class Daemon:
         self.write_status()
         done, reason, trace = None, "", None
         try:
-            done = task.work(config, key)
+            done = task.work(config, key, self.stopping.is_set)
         except AlreadyRunning:
-            done = _TaskDone("skipped", f"{task.label}: skipped: one is already running in another process", logging.WARNING)
+            done = TaskDone("skipped", f"{task.label}: skipped: one is already running in another process", logging.WARNING)
         except VerifyStopped as exc:
-            done = _TaskDone("stopped", f"{task.label}: {exc}, as the daemon stops; nothing recorded")
-        except _TaskFailed as exc:
+            done = TaskDone("stopped", f"{task.label}: {exc}, as the daemon stops; nothing recorded")
+        except TaskFailed as exc:
             reason = str(exc)
         except Exception as exc:  # the daemon outlives any one task
             reason, trace = f"{type(exc).__name__}: {exc}", sys.exc_info()
@@ -574,44 +530,6 @@ class Daemon:
         else:
             log.log(done.level, "%s", done.line, extra={"event": f"{task.label}_end", **done.extra})
         self.write_status()
-
-    def _report_work(self, config: LoadedConfig, key: Any) -> _TaskDone:
-        """As ``shoseki report`` (as of now)."""
-        if not config.connectors:
-            raise _TaskFailed(f"no connector configured (add a file under {config.path.parent / 'connectors'})")
-        try:
-            made = build_report(config, signing_key=key)
-        except ConfigError as exc:  # a context file (roster.csv …) or controls.toml
-            raise _TaskFailed("configuration error: " + "; ".join(str(p) for p in exc.problems)) from None
-        except JudgeError as exc:  # a judged bundle changed or went missing since it was sealed
-            raise _TaskFailed(f"cannot judge the evidence: {exc} (run shoseki verify)") from None
-        except (ReportError, ReportInputError) as exc:
-            raise _TaskFailed(str(exc)) from None
-        return _TaskDone("ok", _report_line(made), extra={"run_id": made.sealed.run_id, "status": "complete"},
-                         last={"finished_utc": utc_iso(_now()), "bag": made.sealed.relpath,
-                               "findings": len(made.assessment.findings)})
-
-    def _verify_work(self, config: LoadedConfig, key: Any) -> _TaskDone:
-        """As ``shoseki verify``: every bag file by file, the chains and the ledger; the results go
-        to ``.state/verified.json`` and ``vault/index.html``, each problem to the log."""
-        from evidence.vault_index import record_verification
-
-        report = verify_vault(self.vault, stop=self.stopping.is_set)
-        record_verification(self.vault, report)
-        refresh_vault_index(config, self.vault)
-        for p in report.problems[:SHOWN_PROBLEMS]:
-            log.error("verify: PROBLEM %s", p.describe(), extra={"event": "verify_problem"})
-        if len(report.problems) > SHOWN_PROBLEMS:
-            log.error("verify: and %d more problem(s) (shoseki verify lists them all)", len(report.problems) - SHOWN_PROBLEMS,
-                      extra={"event": "verify_problem"})
-        last = {"finished_utc": utc_iso(_now()), "ok": report.ok, "bags": report.bags, "files": report.files,
-                "bytes": report.bytes, "problems": len(report.problems)}
-        checked = f"{report.bags} bag(s), {report.files} payload file(s), {report.bytes:,} bytes checked"
-        if report.ok:
-            return _TaskDone("ok", f"verify: OK: {checked}; no problems found", extra={"status": "ok"}, last=last)
-        return _TaskDone("problems", f"verify: FAILED: {len(report.problems)} problem(s) in {checked} "
-                                     "(evidence changed or missing since it was sealed)", logging.ERROR,
-                         {"status": "problems"}, last)
 
     # -- reload -----------------------------------------------------------------------------------
     def reload(self) -> bool:
@@ -670,7 +588,7 @@ class Daemon:
             **{label: self._task_info(task) for label, task in self.tasks.items()},
         }
 
-    def _task_info(self, task: _VaultTask) -> dict[str, Any] | None:
+    def _task_info(self, task: VaultTask) -> dict[str, Any] | None:
         """A scheduled vault task, for status.json and /healthz (None when its schedule is off)."""
         if task.spec is None:
             return None
@@ -747,18 +665,6 @@ class Daemon:
             lines.append(f"shoseki_last_full_verify_timestamp_seconds {round(verified.timestamp(), 3)!r}")
         text = metrics_text(statuses, counters, started=self.started, config_error=bool(self.config_error))
         return text + "\n".join(lines) + "\n"
-
-
-def _report_line(made: ReportResult) -> str:
-    """One log line per sealed report: where it is, its findings by severity, what it could not see."""
-    findings = made.assessment.findings
-    severities = Counter(f.severity for f in findings)
-    by_severity = ", ".join(f"{s} {severities[s]}" for s in SEVERITIES if severities[s]) or "none"
-    line = f"report sealed: {made.index}; {len(findings)} finding(s) ({by_severity})"
-    unseen = [b.connector_id for b in made.assessment.bundles if b.freshness != "ok"]
-    if unseen:
-        line += f"; no current, complete evidence for {', '.join(unseen)} (no finding there means no data)"
-    return line
 
 
 def _local(value: datetime | None, config: LoadedConfig) -> str:
