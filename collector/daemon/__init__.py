@@ -273,7 +273,7 @@ class Daemon:
             running = sorted(self._running)
             for run in self._running.values():
                 run.cancel.set()
-            busy = [t for t in self.tasks.values() if t.since]
+            busy = self._busy_tasks()
         if running:
             log.info(
                 "asking %s to stop at the next page boundary and seal as partial (waiting up to %s)",
@@ -286,7 +286,7 @@ class Daemon:
         with self._cond:
             while (self._running or self._busy_tasks()) and deadline - time.monotonic() > 0:
                 self._cond.wait(min(deadline - time.monotonic(), 0.5))
-            left = sorted(self._running) + [f"the {label}" for label in self._busy_tasks()]
+            left = sorted(self._running) + [f"the {task.label}" for task in self._busy_tasks()]
         self.state = "stopped"
         if self._health is not None:
             self._health.close()
@@ -300,8 +300,9 @@ class Daemon:
         log.info("stopped", extra={"event": "stopped"})
         return True
 
-    def _busy_tasks(self) -> list[str]:
-        return [t.label for t in self.tasks.values() if t.since]
+    def _busy_tasks(self) -> list[VaultTask]:
+        """The vault tasks running now (callers hold ``_cond``)."""
+        return [t for t in self.tasks.values() if t.since]
 
     # -- schedule ---------------------------------------------------------------------------------
     @staticmethod
