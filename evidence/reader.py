@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from evidence.model import STREAMS
+from evidence.verify import parse_manifest
 
 
 class BaseBundleProblem(Exception):
@@ -49,9 +50,9 @@ class BaseBundle:
         if _sha256(tag) != self.digest:
             raise BaseBundleProblem(f"{self._name}: its tag manifest changed since it was sealed")
         manifest_bytes = self._read("manifest-sha256.txt", "its manifest")
-        if _sha256(manifest_bytes) != _digests(tag.decode("utf-8", "replace")).get("manifest-sha256.txt"):
+        if _sha256(manifest_bytes) != parse_manifest(tag.decode("utf-8", "replace"))[0].get("manifest-sha256.txt"):
             raise BaseBundleProblem(f"{self._name}: manifest-sha256.txt changed since it was sealed")
-        manifest = _digests(manifest_bytes.decode("utf-8", "replace"))
+        manifest = parse_manifest(manifest_bytes.decode("utf-8", "replace"))[0]
         for rel in ("data/run.json", *(f"data/records/{stream}.jsonl.gz" for stream in STREAMS)):
             if rel not in manifest:
                 if (self.path / rel).exists():
@@ -90,13 +91,3 @@ class BaseBundle:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _digests(text: str) -> dict[str, str]:
-    """``path → sha256`` of a BagIt manifest (``<digest>  <path>`` lines)."""
-    out = {}
-    for line in text.splitlines():
-        digest, sep, rel = line.partition("  ")
-        if sep:
-            out[rel] = digest.lower()
-    return out

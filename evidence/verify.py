@@ -138,16 +138,25 @@ def _read_manifest(bag: Path, name: str, label: str, problems: list[Problem]) ->
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(BadBagStructure(label, name, f"unreadable: {exc}"))
         return None
+    entries, bad_lines = parse_manifest(text)
+    problems += [BadBagStructure(label, name, f"line {no} is not '<sha256>  <path>'") for no in bad_lines]
+    return entries
+
+
+def parse_manifest(text: str) -> tuple[dict[str, str], list[int]]:
+    """``path -> sha256`` of a BagIt manifest (``<sha256>  <path>`` lines), and the numbers of the
+    lines that are not that (an absolute path or ``..`` is not)."""
     entries: dict[str, str] = {}
+    bad_lines: list[int] = []
     for no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         digest, sep, rel = line.partition("  ")
         if not sep or len(digest) != 64 or rel.startswith("/") or ".." in Path(rel).parts:
-            problems.append(BadBagStructure(label, name, f"line {no} is not '<sha256>  <path>'"))
+            bad_lines.append(no)
             continue
         entries[rel] = digest.lower()
-    return entries
+    return entries, bad_lines
 
 
 def read_bag_info(bag: Path) -> dict[str, str]:
