@@ -288,7 +288,7 @@ def verify(ctx: click.Context, path: Path | None, public_key: Path | None, remot
                    f"{rr.bags} bag(s), {rr.files} object(s) compared, {len(rr.problems)} problem(s)")
     for p in report.problems:
         click.echo(f"PROBLEM  {p.describe()}")
-    summary = f"{report.bags} bag(s), {report.files} payload file(s), {report.bytes:,} bytes checked"
+    summary = report.summary
     if report.ok:
         click.echo(f"OK: {summary}; no problems found.")
     else:

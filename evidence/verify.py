@@ -116,6 +116,11 @@ class Report:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def summary(self) -> str:
+        """What was checked, for a person: ``3 bag(s), 40 payload file(s), 1,024 bytes checked``."""
+        return f"{self.bags} bag(s), {self.files} payload file(s), {self.bytes:,} bytes checked"
+
 
 def _hash(path: Path) -> tuple[str, int]:
     h = hashlib.sha256()

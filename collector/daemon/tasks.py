@@ -113,7 +113,7 @@ def verify_work(config: LoadedConfig, key: Any, stop: Callable[[], bool]) -> Tas
                   extra={"event": "verify_problem"})
     last = {"finished_utc": _now(), "ok": report.ok, "bags": report.bags, "files": report.files,
             "bytes": report.bytes, "problems": len(report.problems)}
-    checked = f"{report.bags} bag(s), {report.files} payload file(s), {report.bytes:,} bytes checked"
+    checked = report.summary
     if report.ok:
         return TaskDone("ok", f"verify: OK: {checked}; no problems found", extra={"status": "ok"}, last=last)
     return TaskDone("problems", f"verify: FAILED: {len(report.problems)} problem(s) in {checked} "
